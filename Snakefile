@@ -1,0 +1,26 @@
+# Reproduction pipeline for "Autoregressive Quantile Networks for Generative Modeling"
+# (Ostrovski, Dabney, Munos, ICML 2018). `snakemake --cores all` regenerates every table and
+# figure from raw data; the DAG lives here only (dvc.yaml wraps its targets).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "schemas/params.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/sample.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_reports(),
+    default_target: True

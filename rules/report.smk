@@ -1,0 +1,42 @@
+# Reports: Table 1 (long CSV, Markdown, LaTeX) with the paper's numbers beside ours, and the
+# figures per dataset (sample grid, IS/FID over training = Figure 4 analogue, loss curves).
+
+
+rule table1:
+    input:
+        metrics=[f for dataset in config["run"]["datasets"] for f in metric_files(dataset)],
+        paper="paper/aiqn_table1.csv",
+    output:
+        csv="reports/tables/table1.csv",
+        md="reports/tables/table1.md",
+        tex="reports/tables/table1.tex",
+    log:
+        "logs/report/table1.log",
+    shell:
+        "{PYTHON} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables > {log} 2>&1"
+
+
+rule figures:
+    input:
+        real=rules.prepare_data.output.test,
+        samples=lambda w: [f"results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]],
+        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/train_log.csv" for m in config["run"]["models"]],
+        metrics=lambda w: metric_files(w.dataset),
+    output:
+        grid="reports/figures/{dataset}_samples.png",
+        curves="reports/figures/{dataset}_training_curves.png",
+        loss="reports/figures/{dataset}_loss.png",
+    params:
+        samples=lambda w: " ".join(
+            f"{m}=results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]
+        ),
+        train_logs=lambda w: " ".join(
+            f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in config["run"]["models"]
+        ),
+        grid_n=config.get("report", {}).get("grid_n", 64),
+    log:
+        "logs/report/figures_{dataset}.log",
+    shell:
+        "{PYTHON} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
+        " --train-logs {params.train_logs} --metrics {input.metrics} --grid-n {params.grid_n}"
+        " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss} > {log} 2>&1"

@@ -1,0 +1,294 @@
+"""`python -m aiqn VERB`: the commands every Snakemake rule calls (and a user can type).
+
+Each verb parses its arguments, then calls one pure function of the package. Configs arrive as
+JSON strings (Snakemake passes the exact slice of params.yaml a stage reads, so changing a
+sampling parameter does not retrain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("aiqn")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"device {name!r} requested in params.yaml but no CUDA device is visible; use 'auto' or 'cpu'")
+    return name
+
+
+def environment() -> dict:
+    """Versions and host, recorded next to every result."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "host": platform.node(), "platform": platform.platform()}
+
+
+# ---------------------------------------------------------------------------------------- verbs
+
+
+def cmd_prepare(args) -> None:
+    import aiqn.data  # noqa: F401  (registers datasets)
+    from aiqn.data.prepare import prepare_dataset
+
+    meta = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, json.loads(args.options))
+    for split, info in meta["splits"].items():
+        log.info("%s/%s: %d images -> %s (sha256 %s)", args.dataset, split, info["n"], info["path"], info["sha256"])
+
+
+def cmd_train_classifier(args) -> None:
+    from aiqn.data import get_dataset, load_split
+    from aiqn.metrics import ClassifierConfig, save_classifier, train_classifier
+    from aiqn.utils import file_record, write_json
+
+    spec = get_dataset(args.dataset)
+    train_x, train_y = load_split(args.train)
+    test_x, test_y = load_split(args.test)
+    config = ClassifierConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
+                              num_classes=spec.num_classes, **json.loads(args.config))
+    model, report = train_classifier(train_x, train_y, test_x, test_y, config)
+    save_classifier(args.out, model, config, report)
+    report = {**report, "dataset": args.dataset, "config": asdict(config), "checkpoint": file_record(args.out),
+              "train_data": file_record(args.train), "test_data": file_record(args.test), "environment": environment()}
+    write_json(args.report, report)
+    log.info("classifier test accuracy %.4f (%d test images)", report["test_accuracy"], report["n_test"])
+
+
+def cmd_reference_stats(args) -> None:
+    from aiqn.evaluation import reference_statistics
+
+    meta = reference_statistics(args.extractor, args.data, args.n, args.seed, args.out, args.extractor_name)
+    log.info("reference statistics of %d images written to %s", meta["n"], args.out)
+
+
+def cmd_train(args) -> None:
+    from aiqn.data import get_dataset, load_split
+    from aiqn.models import PixelCNNConfig
+    from aiqn.training import TrainConfig, train
+
+    spec = get_dataset(args.dataset)
+    model_cfg = json.loads(args.model_config)
+    model_config = PixelCNNConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
+                                  **model_cfg)
+    if model_config.num_classes and model_config.num_classes != spec.num_classes:
+        raise SystemExit(f"num_classes={model_config.num_classes} but {args.dataset} has {spec.num_classes} classes")
+    train_config = TrainConfig(**json.loads(args.train_config))
+    images, labels = load_split(args.data)
+    device = resolve_device(args.device)
+    log.info("training %s on %s (%d images) on %s", model_config.head, args.dataset, len(images), device)
+    checkpoints = train(model_config, train_config, images, args.state_dir, labels=labels, device=device,
+                        progress=not args.no_progress)
+    publish(args.state_dir, args.out_dir, checkpoints)
+
+
+def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
+    """Hard-link (or copy) finished checkpoints and the log from the resumable state folder into
+    the rule's declared output folder. The state folder is never a declared output, so Snakemake's
+    clean-up of a failed job cannot delete what a resumed run needs."""
+    import shutil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = list(checkpoints.values()) + [Path(state_dir) / "train_log.csv", Path(state_dir) / "config.json"]
+    for source in sources:
+        target = out / source.name
+        if target.exists():
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+
+def cmd_sample(args) -> None:
+    from aiqn.sampling import generate
+    from aiqn.training import load_checkpoint, model_from_checkpoint
+    from aiqn.utils import file_record, save_npz_atomic, write_json
+
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.checkpoint, map_location=device)
+    model = model_from_checkpoint(ckpt, use_ema=True, device=device)
+    class_labels = None
+    if model.config.num_classes:  # the paper draws the label uniformly for evaluation
+        generator = torch.Generator().manual_seed(args.seed)
+        class_labels = torch.randint(model.config.num_classes, (args.n,), generator=generator)
+    images = generate(model, args.n, args.batch_size, args.seed, class_labels=class_labels,
+                      progress=not args.no_progress)
+    labels = class_labels.numpy() if class_labels is not None else np.full(args.n, -1)
+    save_npz_atomic(args.out, images=images, labels=labels)
+    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema",
+                                    "step": ckpt["step"], "checkpoint": file_record(args.checkpoint),
+                                    "samples": file_record(args.out), "device": device, "environment": environment()})
+    log.info("wrote %d samples to %s", args.n, args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from aiqn.data import load_split
+    from aiqn.evaluation import bits_per_dim, score_images
+    from aiqn.training import load_checkpoint, model_from_checkpoint
+    from aiqn.utils import file_record, write_json
+
+    with np.load(args.samples) as arrays:
+        images = arrays["images"]
+    metrics = score_images(images, args.extractor, args.reference, args.splits, args.extractor_name)
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt["config"]["head"] == "categorical":
+        test_images, _ = load_split(args.test)
+        model = model_from_checkpoint(ckpt, use_ema=True)
+        metrics.append({"metric": "bits/dim", "value": bits_per_dim(model, test_images),
+                        "label": f"bits/dim ({args.dataset} test split, {ckpt['config']['levels']} levels, EMA weights)"})
+    record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": args.final,
+              "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
+              "inputs": {"samples": file_record(args.samples), "checkpoint": file_record(args.checkpoint),
+                         "extractor": file_record(args.extractor), "reference": file_record(args.reference)},
+              "environment": environment()}
+    write_json(args.out, record)
+    log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
+
+
+def cmd_evaluate_real(args) -> None:
+    from aiqn.data import load_split
+    from aiqn.evaluation import score_images
+    from aiqn.utils import file_record, write_json
+
+    images, _ = load_split(args.test)
+    metrics = score_images(images, args.extractor, args.reference, args.splits, args.extractor_name, what="test")
+    record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
+              "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
+              "inputs": {"samples": file_record(args.test), "extractor": file_record(args.extractor),
+                         "reference": file_record(args.reference)},
+              "environment": environment()}
+    write_json(args.out, record)
+    log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
+
+
+def cmd_table(args) -> None:
+    from aiqn.report import build_table1, write_table1
+
+    table = build_table1(args.metrics, args.paper)
+    paths = write_table1(table, args.out_dir)
+    log.info("wrote %s", ", ".join(paths.values()))
+
+
+def cmd_figures(args) -> None:
+    from aiqn.data import get_dataset
+    from aiqn.report import plot_loss_curves, plot_sample_grids, plot_training_curves
+
+    spec = get_dataset(args.dataset)
+    samples = dict(pair.split("=", 1) for pair in args.samples)
+    logs = dict(pair.split("=", 1) for pair in args.train_logs)
+    plot_sample_grids(args.real, samples, spec.levels, args.grid_out, n=args.grid_n,
+                      title=f"{args.dataset}: real test images and samples at the final checkpoint (EMA weights)")
+    plot_training_curves(args.metrics, args.curves_out, args.dataset)
+    plot_loss_curves(logs, args.loss_out)
+
+
+# ------------------------------------------------------------------------------------ argparse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiqn", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func, help_text):
+        sub = verbs.add_parser(name, help=help_text)
+        sub.set_defaults(func=func)
+        return sub
+
+    p = verb("prepare", cmd_prepare, "prepare a registered dataset into train/test .npz")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--options", default="{}", help="JSON: the dataset's section of params.yaml")
+
+    p = verb("train-classifier", cmd_train_classifier, "train the domain classifier used as feature extractor")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--config", default="{}")
+    p.add_argument("--out", required=True)
+    p.add_argument("--report", required=True)
+
+    p = verb("reference-stats", cmd_reference_stats, "feature statistics of N real training images")
+    p.add_argument("--extractor", required=True)
+    p.add_argument("--extractor-name", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = verb("train", cmd_train, "train (or resume) a PixelCNN / PixelIQN")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--model-config", required=True, help="JSON: head and architecture")
+    p.add_argument("--train-config", required=True, help="JSON: optimizer, schedule, steps, ...")
+    p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = verb("sample", cmd_sample, "draw samples from a checkpoint (EMA weights)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = verb("evaluate", cmd_evaluate, "FID / IS (and bits/dim) of one checkpoint's samples")
+    for name in ("dataset", "model", "samples", "checkpoint", "extractor", "extractor-name", "reference", "test", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--splits", type=int, default=10)
+    p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
+
+    p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
+    for name in ("dataset", "test", "extractor", "extractor-name", "reference", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--splits", type=int, default=10)
+
+    p = verb("table", cmd_table, "Table 1 (csv, md, tex) from metric files and the paper's numbers")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--paper", required=True)
+    p.add_argument("--out-dir", required=True)
+
+    p = verb("figures", cmd_figures, "sample grid, IS/FID over training, loss curves")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--real", required=True)
+    p.add_argument("--samples", nargs="+", required=True, help="MODEL=PATH of the final samples")
+    p.add_argument("--train-logs", nargs="+", required=True, help="MODEL=PATH of train_log.csv")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--grid-n", type=int, default=64)
+    p.add_argument("--grid-out", required=True)
+    p.add_argument("--curves-out", required=True)
+    p.add_argument("--loss-out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run one verb."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Datasets: the registry and one module per dataset (importing this package registers them)."""
+
+from aiqn.data import digits  # noqa: F401  (registers "digits")
+from aiqn.data.registry import DatasetSpec, get_dataset, load_split, registered_names
+
+__all__ = ["DatasetSpec", "get_dataset", "load_split", "registered_names"]

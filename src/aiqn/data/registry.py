@@ -1,0 +1,103 @@
+"""The dataset registry: the one place a new dataset plugs in.
+
+A `DatasetSpec` says what the pipeline needs to know about a dataset (image shape, number of
+intensity levels, number of classes) and how to turn raw files into the two arrays every later
+stage reads: `data/processed/{name}/{train,test}.npz` with `images` (uint8, N x C x H x W,
+values in 0..levels-1) and `labels` (int64, N). `prepare` also returns provenance: the sha256
+of every raw file it read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Source:
+    """A raw file a dataset is built from: where it comes from and the checksum it must have."""
+
+    filename: str
+    url: str | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the pipeline knows about one dataset.
+
+    `prepare(raw_dir, options) -> (train, test, provenance)` returns two dicts with `images`
+    (uint8, N x C x H x W) and `labels` (int64, N), and a dict describing what was read.
+    """
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    levels: int
+    num_classes: int
+    prepare: Callable[[Path, dict], tuple[dict, dict, dict]]
+    sources: tuple[Source, ...] = field(default_factory=tuple)
+    description: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return (self.channels, self.height, self.width)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to the registry (called at import time by each dataset module)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """Look a dataset up by name; the error lists the names that exist."""
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise KeyError(
+            f"unknown dataset {name!r}; registered datasets: {known}. "
+            "A new dataset is added as a module in src/aiqn/data/ that calls register()."
+        )
+    return _REGISTRY[name]
+
+
+def registered_names() -> list[str]:
+    """Names of all registered datasets."""
+    return sorted(_REGISTRY)
+
+
+def check_split(split: dict, spec: DatasetSpec, where: str) -> None:
+    """Raise if a prepared split does not match its spec (dtype, shape, level range, labels)."""
+    images, labels = split["images"], split["labels"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != spec.shape:
+        raise ValueError(
+            f"{where}: images must be uint8 of shape (N, {', '.join(map(str, spec.shape))}), "
+            f"got {images.dtype} {images.shape}"
+        )
+    if images.max() >= spec.levels:
+        raise ValueError(f"{where}: pixel value {images.max()} >= levels={spec.levels}")
+    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() >= spec.num_classes:
+        raise ValueError(f"{where}: labels must be N ints in [0, {spec.num_classes})")
+
+
+def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a prepared split: `(images uint8 N x C x H x W, labels int64 N)`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; it is written by the `prepare_data` rule "
+            f"(run `snakemake --cores all {path}`)."
+        )
+    with np.load(path) as arrays:
+        return arrays["images"], arrays["labels"].astype(np.int64)

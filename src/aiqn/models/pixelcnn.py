@@ -1,0 +1,118 @@
+"""Gated PixelCNN (van den Oord et al. 2016b) with a categorical head (PixelCNN) or a quantile
+head (PixelIQN, Ostrovski et al. 2018, section 4 and appendix).
+
+The network sees images in [-1, 1] (`to_unit`). PixelIQN's sample point tau in [0, 1]^(C*H*W)
+is rescaled to [-1, 1] and enters every block like location-dependent conditioning (a 1x1
+convolution added before the gate), exactly as the paper's appendix describes.
+
+NOTE: the model is only the network; losses are in `aiqn.objectives`, samplers in
+`aiqn.sampling`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aiqn.models.heads import CategoricalHead, QuantileHead
+from aiqn.models.layers import GatedBlock, colour_masked_1x1, group_ids
+
+HEADS = ("categorical", "quantile")
+
+
+@dataclass
+class PixelCNNConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint as `ckpt["config"]`."""
+
+    channels: int = 1
+    height: int = 8
+    width: int = 8
+    levels: int = 17
+    head: str = "categorical"  # "categorical" (PixelCNN) or "quantile" (PixelIQN)
+    blocks: int = 4
+    filter_size: int = 3
+    planes: int = 32
+    output_planes: int = 128
+    num_classes: int = 0  # > 0: class-conditional (one-hot into every block)
+    cond_channels: int = 0  # > 0: location-dependent conditioning map (B, S, H, W)
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.filter_size < 2:
+            raise ValueError("filter_size must be >= 2")
+        for name in ("planes", "output_planes"):
+            if getattr(self, name) % self.channels:
+                raise ValueError(f"{name}={getattr(self, name)} must be divisible by channels={self.channels}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def to_unit(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer levels 0..L-1 -> floats in [-1, 1]."""
+    return images.float() * (2.0 / (levels - 1)) - 1.0
+
+
+def from_unit(values: torch.Tensor, levels: int) -> torch.Tensor:
+    """Floats in [-1, 1] -> nearest integer level in 0..L-1 (clamped), as int64."""
+    return torch.round((values + 1.0) * ((levels - 1) / 2.0)).clamp(0, levels - 1).long()
+
+
+class GatedPixelCNN(nn.Module):
+    """Gated PixelCNN backbone plus head.
+
+    forward(x, tau=None, cond_map=None, class_labels=None):
+      x: (B, C, H, W) in [-1, 1]; tau: (B, C, H, W) in [0, 1] (quantile head only);
+      cond_map: (B, S, H, W); class_labels: (B,) int64.
+      returns logits (B, C, L, H, W) for the categorical head, values (B, C, H, W) for the
+      quantile head.
+    """
+
+    def __init__(self, config: PixelCNNConfig):
+        super().__init__()
+        self.config = config
+        C, P = config.channels, config.planes
+        tau_channels = C if config.head == "quantile" else 0
+        self.blocks = nn.ModuleList(
+            GatedBlock(
+                in_planes=C if i == 0 else P,
+                planes=P,
+                skip_planes=config.output_planes,
+                filter_size=config.filter_size,
+                colour_channels=C,
+                first=i == 0,
+                tau_channels=tau_channels,
+                cond_channels=config.cond_channels,
+                num_classes=config.num_classes,
+            )
+            for i in range(config.blocks)
+        )
+        out_groups = group_ids(config.output_planes, C)
+        self.output_conv = colour_masked_1x1(out_groups, out_groups)
+        if config.head == "categorical":
+            self.head = CategoricalHead(config.output_planes, C, config.levels)
+        else:
+            self.head = QuantileHead(config.output_planes, C)
+
+    def forward(self, x, tau=None, cond_map=None, class_labels=None):
+        cfg = self.config
+        if cfg.head == "quantile":
+            if tau is None:
+                raise ValueError("the quantile head needs tau (B, C, H, W) in [0, 1]")
+            tau = 2.0 * tau - 1.0  # paper appendix: rescale tau linearly to [-1, 1]
+        class_onehot = None
+        if cfg.num_classes:
+            if class_labels is None:
+                raise ValueError("a class-conditional model needs class_labels")
+            class_onehot = F.one_hot(class_labels, cfg.num_classes).to(x.dtype)
+        v = h = x
+        skips = 0.0
+        for block in self.blocks:
+            v, h, skip = block(v, h, tau, cond_map, class_onehot)
+            skips = skips + skip
+        features = F.relu(self.output_conv(F.relu(skips)))
+        return self.head(features)

@@ -1,0 +1,176 @@
+"""Figures: sample grids, the Figure 4 analogue (IS/FID over training) and training-loss curves.
+
+Everything draws on `matplotlib.figure.Figure` objects with the Agg canvas directly (no pyplot,
+no global backend switch, no seaborn), so it is safe in headless workers and tests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .tables import _is_real_data, _model_rank, load_metric_records, wrap_label
+
+DPI = 150
+REAL_LABEL = "real data (test split)"
+_SEPARATOR = 1.0  # white separators / empty cells
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: str) -> None:
+    path = Path(out_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+
+
+def image_grid(images: np.ndarray, levels: int, nrow: int) -> np.ndarray:
+    """Tile N x C x H x W integer images (values 0..levels-1) into a float grid in [0, 1].
+
+    `nrow` is the number of images per grid row (torchvision's convention). Images are separated
+    by 1-pixel white lines (no outer border); unused cells are white. The result is
+    (R*H + R-1) x (K*W + K-1) for C=1 and the same x 3 for C=3, with K = min(nrow, N) columns
+    and R = ceil(N / K) rows.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected N x C x H x W images with C in (1, 3), got shape {images.shape}")
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    n, c, h, w = images.shape
+    if n == 0:
+        raise ValueError("no images to tile")
+    if images.min() < 0 or images.max() > levels - 1:
+        raise ValueError(
+            f"image values span {images.min()}..{images.max()}, outside 0..{levels - 1}"
+        )
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    grid = np.full((c, rows * h + rows - 1, cols * w + cols - 1), _SEPARATOR, dtype=np.float64)
+    scaled = images.astype(np.float64) / (levels - 1)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        y, x = r * (h + 1), k * (w + 1)
+        grid[:, y:y + h, x:x + w] = scaled[i]
+    return grid[0] if c == 1 else np.transpose(grid, (1, 2, 0))
+
+
+def _load_images(path: str) -> np.ndarray:
+    with np.load(path) as data:
+        if "images" not in data:
+            raise ValueError(f"{path}: no 'images' array")
+        return data["images"]
+
+
+def plot_sample_grids(real_npz: str, sample_npzs: dict[str, str], levels: int, out_png: str,
+                      n: int = 64, title: str = "") -> None:
+    """Save one panel per column, "real (test)" then each model: a grid of its first `n` images."""
+    panels = [("real (test)", real_npz)] + list(sample_npzs.items())
+    grids = []
+    for name, path in panels:
+        images = _load_images(path)[:n]
+        per_row = max(1, math.ceil(math.sqrt(len(images))))
+        grids.append((name, len(images), image_grid(images, levels, per_row)))
+    # ~2 screen pixels per image pixel, within 3.2..6 inches per panel
+    side = min(6.0, max(3.2, 2.0 * max(g.shape[1] for _, _, g in grids) / DPI))
+    fig = _new_figure(side * len(grids), side + (0.7 if title else 0.4))
+    axes = fig.subplots(1, len(grids), squeeze=False)[0]
+    for ax, (name, count, grid) in zip(axes, grids):
+        if grid.ndim == 2:
+            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(grid, interpolation="nearest")
+        ax.set_title(f"{name}\n(first {count} images)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=12)
+    _save(fig, out_png)
+
+
+def _wrap(label: str, width: int = 38) -> str:
+    return "\n".join(wrap_label(label, width))
+
+
+def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) -> None:
+    """Save the Figure 4 analogue: IS and FID (and bits/dim if present) against training step."""
+    records = load_metric_records(metric_paths)
+    records = records[records["dataset"] == dataset]
+    if records.empty:
+        raise ValueError(f"no metric records for dataset {dataset!r} in {len(metric_paths)} files")
+    is_real = records["model"].map(_is_real_data)
+    real, ours = records[is_real], records[~is_real & records["step"].notna()]
+    metrics = ["IS", "FID"] + (["bits/dim"] if (ours["metric"] == "bits/dim").any() else [])
+
+    models = sorted(pd.unique(ours["model"]), key=lambda m: (_model_rank(m), str(m)))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    markers = "osD^vP*X"
+
+    fig = _new_figure(4.8 * len(metrics), 4.2)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        sub = ours[ours["metric"] == metric]
+        for i, model in enumerate(models):
+            line = sub[sub["model"] == model].sort_values("step")
+            if line.empty:
+                continue
+            steps = line["step"].astype(float).to_numpy()
+            values = line["value"].to_numpy(dtype=float)
+            std = line["std"].to_numpy(dtype=float)
+            ax.plot(steps, values, marker=markers[i % len(markers)], color=colours[model],
+                    label=str(model))
+            if np.isfinite(std).any():
+                ax.errorbar(steps, values, yerr=np.nan_to_num(std), fmt="none",
+                            ecolor=colours[model], capsize=3, alpha=0.7)
+        floor = real[real["metric"] == metric]
+        if not floor.empty:
+            ax.axhline(float(floor["value"].iloc[0]), color="0.3", linestyle="--", linewidth=1.2,
+                       label=REAL_LABEL)
+        labels = list(pd.unique(sub["label"])) or list(pd.unique(floor["label"])) or [metric]
+        ax.set_ylabel("\n".join(_wrap(label) for label in labels), fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_title(metric)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{dataset}: sample quality during training (Figure 4 analogue)", fontsize=12)
+    _save(fig, out_png)
+
+
+def plot_loss_curves(log_csvs: dict[str, str], out_png: str) -> None:
+    """Save training loss against step, one subplot per model: raw loss and a moving average."""
+    if not log_csvs:
+        raise ValueError("no training logs given")
+    fig = _new_figure(4.8 * len(log_csvs), 3.8)
+    axes = fig.subplots(1, len(log_csvs), squeeze=False)[0]
+    for ax, (model, path) in zip(axes, log_csvs.items()):
+        log = pd.read_csv(path)
+        missing = {"step", "loss"} - set(log.columns)
+        if missing:
+            raise ValueError(f"{path}: training log lacks columns {sorted(missing)}")
+        log = log.sort_values("step")
+        if log.empty:
+            raise ValueError(f"{path}: training log is empty")
+        window = max(1, min(100, len(log) // 20))
+        smooth = log["loss"].rolling(window, min_periods=1).mean()
+        ax.plot(log["step"], log["loss"], color="C0", alpha=0.25, linewidth=0.8, label="raw")
+        ax.plot(log["step"], smooth, color="C0", linewidth=1.8,
+                label=f"moving average ({window} log rows)")
+        ax.set_title(str(model))
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Training loss", fontsize=12)
+    _save(fig, out_png)

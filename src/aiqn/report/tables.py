@@ -1,0 +1,302 @@
+"""Table 1 analogue: our final-checkpoint metrics next to the paper's own numbers.
+
+Our rows come from the evaluation stage's metric JSON files (one per dataset, model and
+checkpoint step); the paper's rows come from `paper/aiqn_table1.csv`. Both are kept in one
+long-form frame (one row per metric value) and rendered to CSV, Markdown and LaTeX, where the
+paper's numbers sit in their own clearly marked section, never in our columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+OURS_SOURCE = "ours"
+OURS_HEADING = "Ours (this pipeline)"
+PAPER_HEADING = "Paper (Ostrovski et al. 2018, Table 1; CIFAR-10/ImageNet32, Inception-v3)"
+CAPTION = (
+    "Table 1 analogue: sample quality of the final checkpoint of each model "
+    "(FID lower is better, IS higher is better, bits/dim lower is better); "
+    "each column header is the metric label, which names the feature extractor and sample counts."
+)
+
+RECORD_COLUMNS = [
+    "dataset", "model", "step", "final", "metric", "value", "std", "label",
+    "n_samples", "extractor", "source", "metrics_file",
+]
+MODEL_ORDER = ("pixelcnn", "pixeliqn")
+METRIC_ORDER = ("FID", "IS", "bits/dim")
+MISSING = "–"
+
+
+def _is_real_data(model: str) -> bool:
+    return str(model).strip().lower().startswith("real data")
+
+
+def _model_rank(model: str) -> int:
+    """Known models first (in MODEL_ORDER), other models next, the real-data floor last."""
+    name = str(model).strip().lower()
+    if _is_real_data(name):
+        return len(MODEL_ORDER) + 1
+    if name in MODEL_ORDER:
+        return MODEL_ORDER.index(name)
+    return len(MODEL_ORDER)
+
+
+def _metric_rank(metric: str) -> int:
+    return METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
+
+
+def _float_or_nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _empty_records() -> pd.DataFrame:
+    frame = pd.DataFrame({col: pd.Series(dtype=object) for col in RECORD_COLUMNS})
+    frame["step"] = frame["step"].astype("Int64")
+    frame["value"] = frame["value"].astype(float)
+    frame["std"] = frame["std"].astype(float)
+    return frame
+
+
+def load_metric_records(paths: list[str]) -> pd.DataFrame:
+    """Read metric JSON files into a long frame, one row per metric entry (source = "ours")."""
+    rows = []
+    for path in paths:
+        path = str(path)
+        try:
+            with open(path) as handle:
+                doc = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
+            raise ValueError(f"{path}: metrics file has no 'metrics' list")
+        for key in ("dataset", "model"):
+            if key not in doc:
+                raise ValueError(f"{path}: metrics file has no {key!r} field")
+        for i, entry in enumerate(doc["metrics"]):
+            if not isinstance(entry, dict) or "metric" not in entry or "value" not in entry:
+                raise ValueError(f"{path}: metrics[{i}] needs 'metric' and 'value' fields")
+            rows.append({
+                "dataset": doc["dataset"],
+                "model": doc["model"],
+                "step": doc.get("step"),
+                "final": bool(doc.get("final", False)),
+                "metric": entry["metric"],
+                "value": _float_or_nan(entry["value"]),
+                "std": _float_or_nan(entry.get("std")),
+                "label": entry.get("label", entry["metric"]),
+                "n_samples": doc.get("n_samples"),
+                "extractor": doc.get("extractor"),
+                "source": OURS_SOURCE,
+                "metrics_file": path,
+            })
+    if not rows:
+        return _empty_records()
+    frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    frame["step"] = pd.array(
+        [None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
+         for s in frame["step"]],
+        dtype="Int64",
+    )
+    return frame
+
+
+def _sort_ours(frame: pd.DataFrame) -> pd.DataFrame:
+    keyed = frame.assign(
+        _model_rank=frame["model"].map(_model_rank),
+        _metric_rank=frame["metric"].map(_metric_rank),
+    )
+    keyed = keyed.sort_values(
+        ["dataset", "_model_rank", "model", "_metric_rank", "label"], kind="stable"
+    )
+    return keyed.drop(columns=["_model_rank", "_metric_rank"]).reset_index(drop=True)
+
+
+def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
+    """Our final-checkpoint records (sorted by dataset, then model) followed by the paper's rows."""
+    records = load_metric_records(metric_paths)
+    ours = records[records["final"].astype(bool)]
+    dup = ours.duplicated(["dataset", "model", "label"], keep=False)
+    if dup.any():
+        clash = ours.loc[dup, ["dataset", "model", "label", "metrics_file"]]
+        raise ValueError(
+            "several final records for the same dataset/model/metric label:\n"
+            + clash.to_string(index=False)
+        )
+    ours = _sort_ours(ours)
+
+    paper = pd.read_csv(paper_csv, dtype={"dataset": str, "model": str, "metric": str,
+                                          "label": str, "source": str})
+    missing = {"dataset", "model", "metric", "value", "label", "source"} - set(paper.columns)
+    if missing:
+        raise ValueError(f"{paper_csv}: missing columns {sorted(missing)}")
+    bad = ~paper["source"].astype(str).str.startswith("paper")
+    if bad.any():
+        raise ValueError(f"{paper_csv}: every row's source must start with 'paper'")
+    paper = paper.assign(
+        step=pd.array([pd.NA] * len(paper), dtype="Int64"),
+        final=True,
+        std=float("nan"),
+        n_samples=None,
+        extractor=None,
+        metrics_file=str(paper_csv),
+    )[RECORD_COLUMNS]
+    paper["value"] = paper["value"].astype(float)
+
+    parts = [part for part in (ours, paper) if len(part)]
+    if not parts:
+        return _empty_records()
+    table = pd.concat(parts, ignore_index=True)
+    table["step"] = table["step"].astype("Int64")
+    return table
+
+
+def wrap_label(label: str, width: int = 38) -> list[str]:
+    """Split a metric label into lines of at most ~`width` characters, breaking at ", " or " (."""
+    pieces = re.split(r"(?<=,) | (?=\()", str(label))
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(lines[-1]) + 1 + len(piece) <= width:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece)
+    return lines
+
+
+def _format_value(value: float, std: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    text = f"{value:.2f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.2f}"
+    return text
+
+
+def _sections(table: pd.DataFrame):
+    """Yield (heading, dataset, wide frame) blocks: ours first, then the paper's."""
+    is_ours = table["source"] == OURS_SOURCE
+    for heading, part in ((OURS_HEADING, table[is_ours]), (PAPER_HEADING, table[~is_ours])):
+        blocks = []
+        for dataset in pd.unique(part["dataset"]):
+            blocks.append((dataset, _pivot(part[part["dataset"] == dataset], ours=heading == OURS_HEADING)))
+        yield heading, blocks
+
+
+def _pivot(part: pd.DataFrame, ours: bool) -> pd.DataFrame:
+    """One row per model (in table order), one column per metric label (FID, IS, bits/dim)."""
+    labels = (
+        part[["metric", "label"]].drop_duplicates()
+        .assign(_rank=lambda f: f["metric"].map(_metric_rank))
+        .sort_values(["_rank", "label"], kind="stable")["label"].tolist()
+    )
+    rows = []
+    for model in pd.unique(part["model"]):
+        sub = part[part["model"] == model]
+        row = {"model": model}
+        if ours:
+            steps = [int(s) for s in sub["step"].dropna().unique()]
+            row["step"] = ", ".join(str(s) for s in steps) if steps else MISSING
+        for label in labels:
+            hit = sub[sub["label"] == label]
+            row[label] = (
+                _format_value(hit["value"].iloc[0], hit["std"].iloc[0]) if len(hit) else MISSING
+            )
+        rows.append(row)
+    columns = ["model"] + (["step"] if ours else []) + labels
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _md_escape(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _render_markdown(table: pd.DataFrame) -> str:
+    lines = ["# Table 1 (analogue)", "", CAPTION, ""]
+    for heading, blocks in _sections(table):
+        lines += [f"## {heading}", ""]
+        if not blocks:
+            lines += ["_no records_", ""]
+        for dataset, wide in blocks:
+            wide = wide.rename(columns=_md_escape).map(_md_escape)  # '|' would split a cell
+            lines += [f"### {dataset}", "", wide.to_markdown(index=False, disable_numparse=True), ""]
+    return "\n".join(lines)
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$", "–": "--",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (&, %, $, #, _, braces, ~, ^, backslash) and ±, –."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _latex_header(label: str) -> str:
+    """A header cell; long labels become a stacked nested tabular (no extra packages needed)."""
+    lines = wrap_label(label, width=24)
+    if len(lines) == 1:
+        return latex_escape(label)
+    body = r" \\ ".join(latex_escape(line) for line in lines)
+    return r"\begin{tabular}[b]{@{}c@{}}" + body + r"\end{tabular}"
+
+
+def _render_latex(table: pd.DataFrame) -> str:
+    lines = [
+        "% Table 1 analogue, written by aiqn.report.tables.write_table1 (plain tabular, no packages).",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(CAPTION)}}}",
+        r"\label{tab:table1}",
+    ]
+    for heading, blocks in _sections(table):
+        if not blocks:
+            lines += [rf"\par\medskip\textbf{{{latex_escape(heading)}}}: no records.\par"]
+        for dataset, wide in blocks:
+            ncol = wide.shape[1]
+            lines += [
+                r"\par\medskip",
+                r"\begin{tabular}{l" + "r" * (ncol - 1) + "}",
+                r"\hline",
+                rf"\multicolumn{{{ncol}}}{{l}}{{\textbf{{{latex_escape(heading)}}} -- "
+                rf"{latex_escape(dataset)}}} \\",
+                r"\hline",
+                " & ".join(_latex_header(c) for c in wide.columns) + r" \\",
+                r"\hline",
+            ]
+            for _, row in wide.iterrows():
+                lines.append(" & ".join(latex_escape(v) for v in row.tolist()) + r" \\")
+            lines += [r"\hline", r"\end{tabular}"]
+    lines += [r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_table1(table: pd.DataFrame, out_dir) -> dict[str, str]:
+    """Write table1.csv (long form), table1.md and table1.tex under `out_dir`; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "csv": str(out / "table1.csv"),
+        "md": str(out / "table1.md"),
+        "tex": str(out / "table1.tex"),
+    }
+    contents = {
+        "md": _render_markdown(table),
+        "tex": _render_latex(table),
+    }
+    table.to_csv(paths["csv"], index=False)
+    for key, text in contents.items():
+        tmp = paths[key] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, paths[key])
+    return paths

@@ -1,0 +1,86 @@
+"""Small helpers shared by every stage: seeding, hashing, atomic writes, JSON I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's `random`, NumPy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_record(path: str | os.PathLike) -> dict[str, str]:
+    """`{"path": ..., "sha256": ...}` for a file: how outputs name the inputs they came from."""
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def _atomic_target(path: str | os.PathLike) -> tuple[Path, str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return path, tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> None:
+    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves half a file."""
+    target, tmp = _atomic_target(path)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` through a temporary file and an atomic rename."""
+    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """`np.savez_compressed` through a temporary file and an atomic rename."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write_bytes(path, write)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Pretty, key-sorted JSON written atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+
+    atomic_write_bytes(path, write)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    with open(path) as handle:
+        return json.load(handle)

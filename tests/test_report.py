@@ -1,0 +1,192 @@
+"""Tests for aiqn.report: Table 1 assembly/rendering and the figure helpers (synthetic inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aiqn.report import (
+    build_table1,
+    image_grid,
+    load_metric_records,
+    plot_loss_curves,
+    plot_sample_grids,
+    plot_training_curves,
+    write_table1,
+)
+
+PAPER_CSV = Path(__file__).resolve().parents[1] / "paper" / "aiqn_table1.csv"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics_json(path: Path, model: str, step, final: bool, fid: float, is_: float,
+                  bpd: float | None = None, dataset: str = "digits") -> str:
+    n_ref = "360 test" if step is None else "1000 samples"
+    metrics = [
+        {"metric": "FID", "value": fid,
+         "label": f"FID (digits-classifier, {n_ref} vs 1000 train)"},
+        {"metric": "IS", "value": is_, "std": 0.2,
+         "label": "IS (digits-classifier, 1000 samples, 10 splits)"},
+    ]
+    if bpd is not None:
+        metrics.append({"metric": "bits/dim", "value": bpd,
+                        "label": "bits/dim (digits test split, 17 levels)"})
+    doc = {"dataset": dataset, "model": model, "step": step, "final": final,
+           "n_samples": 1000, "extractor": "digits-classifier", "n_reference": 1000,
+           "metrics": metrics, "inputs": {}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+@pytest.fixture
+def metric_files(tmp_path) -> list[str]:
+    root = tmp_path / "metrics" / "digits"
+    files = []
+    for model, bpd in (("pixeliqn", None), ("pixelcnn", 1.9)):
+        for step, fid, is_ in ((1000, 40.0, 4.0), (2000, 20.0, 6.0), (3000, 12.345, 7.1)):
+            files.append(_metrics_json(root / model / f"{step:07d}.json", model, step,
+                                       step == 3000, fid + (model == "pixelcnn"), is_,
+                                       bpd if bpd is None else bpd + 1000 / step))
+    files.append(_metrics_json(root / "real" / "real.json", "real data (test split)", None,
+                               True, 1.5, 9.2))
+    return files
+
+
+def test_build_table1_keeps_final_and_paper_rows(metric_files):
+    table = build_table1(metric_files, str(PAPER_CSV))
+    for col in ("dataset", "model", "metric", "value", "std", "label", "source", "step",
+                "metrics_file"):
+        assert col in table.columns
+    ours = table[table["source"] == "ours"]
+    paper = table[table["source"] != "ours"]
+    assert set(ours["step"].dropna()) == {3000}
+    assert len(ours) == 2 + 3 + 2  # pixeliqn FID/IS, pixelcnn FID/IS/bpd, real FID/IS
+    assert list(pd.unique(ours["model"])) == ["pixelcnn", "pixeliqn", "real data (test split)"]
+    assert paper["source"].str.startswith("paper").all()
+    assert {"cifar10", "imagenet32"} == set(paper["dataset"])
+    # ours first, then the paper
+    assert (table["source"] == "ours").tolist() == [True] * len(ours) + [False] * len(paper)
+    pix = paper[(paper["dataset"] == "cifar10") & (paper["model"] == "PixelIQN")]
+    assert pix.set_index("metric")["value"].to_dict() == {"IS": 5.29, "FID": 49.46}
+
+
+def test_write_table1_files(metric_files, tmp_path):
+    table = build_table1(metric_files, str(PAPER_CSV))
+    paths = write_table1(table, tmp_path / "out" / "tables")
+    assert set(paths) == {"csv", "md", "tex"}
+    for path in paths.values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0
+    md = Path(paths["md"]).read_text()
+    assert "Ours (this pipeline)" in md
+    assert "Paper (Ostrovski et al. 2018, Table 1" in md
+    assert md.index("Ours (this pipeline)") < md.index("Paper (Ostrovski")
+    assert "12.35" in md  # our final FID, 2 decimals
+    assert "7.10 ± 0.20" in md
+    assert "49.46" in md.split("Paper (Ostrovski")[1]
+    assert "49.46" not in md.split("Paper (Ostrovski")[0]
+    back = pd.read_csv(paths["csv"])
+    assert len(back) == len(table)
+
+
+def test_latex_escapes_underscores(tmp_path):
+    path = _metrics_json(tmp_path / "m.json", "pixel_iqn", 5, True, 3.0, 2.0,
+                         dataset="my_data")
+    table = build_table1([path], str(PAPER_CSV))
+    tex = Path(write_table1(table, tmp_path / "t")["tex"]).read_text()
+    assert r"pixel\_iqn" in tex and r"my\_data" in tex
+    assert "pixel_iqn" not in tex.replace(r"\_", "")
+    assert r"$\pm$" in tex
+    assert r"\begin{tabular}" in tex and r"\caption{" in tex
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_grid_shapes(channels):
+    images = np.random.default_rng(0).integers(0, 17, size=(10, channels, 8, 6), dtype=np.uint8)
+    grid = image_grid(images, levels=17, nrow=4)  # 4 per row -> 3 rows
+    expected = (3 * 8 + 2, 4 * 6 + 3)
+    if channels == 3:
+        expected += (3,)
+    assert grid.shape == expected
+    assert grid.min() >= 0.0 and grid.max() <= 1.0
+    first = grid[:8, :6] if channels == 1 else grid[:8, :6].transpose(2, 0, 1)
+    np.testing.assert_allclose(np.squeeze(first), np.squeeze(images[0] / 16.0))
+
+
+def test_image_grid_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        image_grid(np.full((2, 1, 4, 4), 17, dtype=np.uint8), levels=17, nrow=2)
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 0
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_sample_grids_writes_png(tmp_path):
+    rng = np.random.default_rng(1)
+    real = tmp_path / "test.npz"
+    np.savez(real, images=rng.integers(0, 17, (80, 1, 8, 8), dtype=np.uint8),
+             labels=np.zeros(80, dtype=np.int64))
+    samples = {}
+    for model in ("pixelcnn", "pixeliqn"):
+        samples[model] = str(tmp_path / f"{model}.npz")
+        np.savez(samples[model], images=rng.integers(0, 17, (70, 1, 8, 8), dtype=np.uint8))
+    out = tmp_path / "figs" / "grid.png"
+    plot_sample_grids(str(real), samples, 17, str(out), n=64, title="digits samples")
+    _assert_png(out)
+
+
+def test_plot_sample_grids_colour(tmp_path):
+    rng = np.random.default_rng(2)
+    real = tmp_path / "test.npz"
+    np.savez(real, images=rng.integers(0, 256, (16, 3, 8, 8), dtype=np.uint8),
+             labels=np.zeros(16, dtype=np.int64))
+    s = tmp_path / "s.npz"
+    np.savez(s, images=rng.integers(0, 256, (16, 3, 8, 8), dtype=np.uint8))
+    out = tmp_path / "grid_rgb.png"
+    plot_sample_grids(str(real), {"pixeliqn": str(s)}, 256, str(out), n=16)
+    _assert_png(out)
+
+
+def test_plot_training_curves_writes_png(metric_files, tmp_path):
+    out = tmp_path / "figs" / "curves.png"
+    plot_training_curves(metric_files, str(out), "digits")
+    _assert_png(out)
+    with pytest.raises(ValueError, match="no metric records"):
+        plot_training_curves(metric_files, str(tmp_path / "x.png"), "cifar10")
+
+
+def test_plot_loss_curves_writes_png(tmp_path):
+    logs = {}
+    for i, model in enumerate(("pixelcnn", "pixeliqn")):
+        steps = np.arange(0, 500, 5)
+        loss = (3.0 / (i + 1)) * np.exp(-steps / 200) + 0.1 * np.random.default_rng(i).random(100)
+        logs[model] = str(tmp_path / f"{model}.csv")
+        pd.DataFrame({"step": steps, "loss": loss, "lr": 1e-3}).to_csv(logs[model], index=False)
+    out = tmp_path / "loss.png"
+    plot_loss_curves(logs, str(out))
+    _assert_png(out)
+
+
+def test_load_metric_records_names_bad_file(tmp_path):
+    bad = tmp_path / "results" / "bad.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"dataset": "digits", "model": "pixelcnn", "step": 1}))
+    with pytest.raises(ValueError, match="bad.json") as info:
+        load_metric_records([str(bad)])
+    assert "metrics" in str(info.value)
+
+
+def test_load_metric_records_columns(metric_files):
+    frame = load_metric_records(metric_files)
+    assert list(frame.columns) == ["dataset", "model", "step", "final", "metric", "value", "std",
+                                   "label", "n_samples", "extractor", "source", "metrics_file"]
+    assert (frame["source"] == "ours").all()
+    real = frame[frame["model"] == "real data (test split)"]
+    assert real["step"].isna().all() and real["final"].all()
+    assert frame["metrics_file"].str.endswith(".json").all()
