@@ -19,6 +19,16 @@ from aiqn.metrics import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread: these tiny 8x8 convs gain nothing from more, and a shared CPU
+    with other busy processes makes multi-threaded torch many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")

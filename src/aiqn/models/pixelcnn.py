@@ -42,8 +42,8 @@ class PixelCNNConfig:
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.filter_size < 2:
-            raise ValueError("filter_size must be >= 2")
+        if self.filter_size < 3 or self.filter_size % 2 == 0:
+            raise ValueError(f"filter_size must be odd and >= 3 (the paper uses 5), got {self.filter_size}")
         for name in ("planes", "output_planes"):
             if getattr(self, name) % self.channels:
                 raise ValueError(f"{name}={getattr(self, name)} must be divisible by channels={self.channels}")
