@@ -11,5 +11,5 @@ rule prepare_data:
     log:
         "logs/prepare_data/{dataset}.log",
     shell:
-        "{PYTHON} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
+        "{PYTHON} --threads {threads} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
         " --out-dir data/processed/{wildcards.dataset} --options {params.options:q} > {log} 2>&1"

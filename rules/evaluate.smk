@@ -15,7 +15,7 @@ rule reference_stats:
     log:
         "logs/reference_stats/{dataset}/{n}.log",
     shell:
-        "{PYTHON} reference-stats --extractor {input.extractor} --extractor-name {wildcards.dataset}-classifier"
+        "{PYTHON} --threads {threads} reference-stats --extractor {input.extractor} --extractor-name {wildcards.dataset}-classifier"
         " --data {input.data} --n {wildcards.n} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
@@ -53,6 +53,6 @@ rule evaluate_real:
     log:
         "logs/evaluate_real/{dataset}.log",
     shell:
-        "{PYTHON} evaluate-real --dataset {wildcards.dataset} --test {input.test} --extractor {input.extractor}"
+        "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test} --extractor {input.extractor}"
         " --extractor-name {wildcards.dataset}-classifier --reference {input.reference} --splits {params.splits}"
         " --out {output} > {log} 2>&1"

@@ -10,10 +10,11 @@ rule table1:
         csv="reports/tables/table1.csv",
         md="reports/tables/table1.md",
         tex="reports/tables/table1.tex",
+        summary="reports/metrics.json",
     log:
         "logs/report/table1.log",
     shell:
-        "{PYTHON} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables > {log} 2>&1"
+        "{PYTHON} --threads {threads} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables --summary {output.summary} > {log} 2>&1"
 
 
 rule figures:
@@ -37,6 +38,6 @@ rule figures:
     log:
         "logs/report/figures_{dataset}.log",
     shell:
-        "{PYTHON} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
+        "{PYTHON} --threads {threads} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
         " --train-logs {params.train_logs} --metrics {input.metrics} --grid-n {params.grid_n}"
         " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss} > {log} 2>&1"

@@ -19,16 +19,6 @@ from aiqn.metrics import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: these tiny 8x8 convs gain nothing from more, and a shared CPU
-    with other busy processes makes multi-threaded torch many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
@@ -86,7 +76,9 @@ def test_save_load_round_trip(trained, digits, tmp_path):
 def test_same_seed_identical_weights(digits):
     x_train, y_train, x_test, y_test = digits
     cfg = _config(steps=15, seed=3)
+    before = torch.get_num_threads()
     m1, _ = train_classifier(x_train, y_train, x_test, y_test, cfg)
+    assert torch.get_num_threads() == before  # thread setting is restored
     m2, _ = train_classifier(x_train, y_train, x_test, y_test, cfg)
     m3, _ = train_classifier(x_train, y_train, x_test, y_test, _config(steps=15, seed=4))
     s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()

@@ -3,6 +3,7 @@ prepare -> train (both models) -> sample -> evaluate -> Table 1 and figures; the
 invocation has nothing to do. Also: a params.yaml that breaks the schema names the key."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,8 +28,10 @@ def copy_repo(dest: Path) -> Path:
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run Snakemake in `cwd`, with the copy's own package first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -176,11 +176,13 @@ def cmd_evaluate_real(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from aiqn.report import build_table1, write_table1
+    from aiqn.report import build_table1, metrics_summary, write_table1
+    from aiqn.utils import write_json
 
     table = build_table1(args.metrics, args.paper)
     paths = write_table1(table, args.out_dir)
-    log.info("wrote %s", ", ".join(paths.values()))
+    write_json(args.summary, metrics_summary(table))
+    log.info("wrote %s and %s", ", ".join(paths.values()), args.summary)
 
 
 def cmd_figures(args) -> None:
@@ -266,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--paper", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--summary", required=True, help="JSON of our final numbers (DVC metrics)")
 
     p = verb("figures", cmd_figures, "sample grid, IS/FID over training, loss curves")
     p.add_argument("--dataset", required=True)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from aiqn.models.pixelcnn import to_unit as models_to_unit
 from aiqn.utils import set_seed, torch_save_atomic
 
 
@@ -48,8 +49,8 @@ class ClassifierConfig:
 
 def to_unit(images, levels: int) -> torch.Tensor:
     """Map integer images in 0..levels-1 (array or tensor) to float32 in [-1, 1]."""
-    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
-    return x.to(torch.float32) * (2.0 / (levels - 1)) - 1.0
+    x = images if torch.is_tensor(images) else torch.as_tensor(np.asarray(images))
+    return models_to_unit(x, levels)
 
 
 class DomainClassifier(nn.Module):
@@ -112,8 +113,32 @@ def train_classifier(
     test_images: np.ndarray,
     test_labels: np.ndarray,
     config: ClassifierConfig,
+    *,
+    num_threads: int | None = 1,
 ) -> tuple[DomainClassifier, dict]:
-    """Train with Adam (cosine-decayed lr, 1-pixel shift augmentation); return (eval model, report)."""
+    """Train with Adam (cosine-decayed lr, 1-pixel shift augmentation); return (eval model, report).
+
+    `num_threads` sets torch's intra-op threads for the duration (restored afterwards; None
+    keeps the caller's setting). One thread is the default: these tiny convs gain nothing from
+    more, on a CPU shared with other busy processes 2 threads ran ~10x slower, and a fixed
+    count keeps the weights bit-identical across machines (thread count changes round-off).
+    """
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(train_images, train_labels, test_images, test_labels, config)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    config: ClassifierConfig,
+) -> tuple[DomainClassifier, dict]:
     expected = (config.channels, config.height, config.width)
     if tuple(train_images.shape[1:]) != expected or tuple(test_images.shape[1:]) != expected:
         raise ValueError(

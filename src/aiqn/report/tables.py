@@ -300,3 +300,11 @@ def write_table1(table: pd.DataFrame, out_dir) -> dict[str, str]:
             handle.write(text)
         os.replace(tmp, paths[key])
     return paths
+
+
+def metrics_summary(table: pd.DataFrame) -> dict:
+    """Our final numbers as {dataset: {model: {label: value}}}: the file `dvc metrics show` reads."""
+    summary: dict = {}
+    for row in table[table["source"] == OURS_SOURCE].itertuples():
+        summary.setdefault(row.dataset, {}).setdefault(row.model, {})[row.label] = round(float(row.value), 6)
+    return summary
