@@ -74,7 +74,8 @@ def sample_progressive(
     The yielded image is (B, C, H, W) int64 levels on the model's device.
     """
     cfg = model.config
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     noise = noise.to(device)
     B = noise.shape[0]
     images = torch.zeros(B, cfg.channels, cfg.height, cfg.width, dtype=torch.long, device=device)
@@ -84,12 +85,12 @@ def sample_progressive(
     if class_labels is not None:
         class_labels = class_labels.to(device)
     if cond_map is not None:
-        cond_map = cond_map.to(device)
-    tau = noise if cfg.head == "quantile" else None
+        cond_map = cond_map.to(device=device, dtype=dtype)
+    tau = noise.to(dtype) if cfg.head == "quantile" else None
     for row in range(cfg.height):
         for col in range(cfg.width):
             for channel in range(cfg.channels):
-                out = model(to_unit(images, cfg.levels), tau, cond_map, class_labels)
+                out = model(to_unit(images, cfg.levels).to(dtype), tau, cond_map, class_labels)
                 if cfg.head == "categorical":
                     probs = F.softmax(out[:, channel, :, row, col].float(), dim=-1)  # (B, L)
                     value = inverse_cdf(probs, noise[:, channel, row, col])
