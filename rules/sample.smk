@@ -1,4 +1,6 @@
-# Sampling: N images from the EMA weights of every kept checkpoint.
+# Sampling: N images from the EMA weights of every kept checkpoint, with the cached sampler by
+# default. Batches are written as shards under state/samples/... (not a rule output), so an
+# interrupted job redraws only the missing shards when it is run again.
 
 
 rule sample:
@@ -11,11 +13,13 @@ rule sample:
         n=config["sampling"]["n_samples"],
         batch_size=config["sampling"].get("batch_size", 500),
         seed=config["sampling"].get("seed", 1),
+        method=config["sampling"].get("method", "cached"),
         device=config.get("device", "auto"),
     threads: 1
     log:
         "logs/sample/{dataset}/{model}/{step}.log",
     shell:
         "{PYTHON} --threads {threads} sample --checkpoint {input.checkpoint} --n {params.n}"
-        " --batch-size {params.batch_size} --seed {params.seed} --device {params.device}"
-        " --out {output.samples} --no-progress > {log} 2>&1"
+        " --batch-size {params.batch_size} --seed {params.seed} --method {params.method}"
+        " --shard-dir state/samples/{wildcards.dataset}/{wildcards.model}/{wildcards.step}"
+        " --device {params.device} --out {output.samples} --no-progress > {log} 2>&1"

@@ -5,7 +5,8 @@ import torch
 
 from aiqn.data import load_split
 from aiqn.models import PixelCNNConfig, build_model
-from aiqn.sampling import draw_noise, generate, inverse_cdf, noise_generator, sample
+from aiqn.draws import draw_noise, inverse_cdf, noise_generator
+from aiqn.sampling import generate, sample
 from aiqn.training import TrainConfig, model_from_checkpoint, train
 
 SMALL = dict(height=6, width=6, levels=17, blocks=2, filter_size=3, planes=12, output_planes=24)

@@ -17,7 +17,7 @@ layer's output at a position once, from cached values of the layers below:
   naive sampler repeats its forward pass. Features of colour group g depend only on channels
   < g of the pixel, so after the last pass every cached value at (r, c) is final.
 
-It consumes exactly the draws of `aiqn.sampling.draw_noise` (uniforms for the categorical head,
+It consumes exactly the draws of `aiqn.draws.draw_noise` (uniforms for the categorical head,
 tau for the quantile head) and returns the same uint8 samples as the naive sampler (tested per
 layer and end to end). NOTE: the two samplers add the same numbers in a different order, so
 float32 results differ by rounding (~1e-6); a draw falling within that distance of a category
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from aiqn.models import GatedPixelCNN, from_unit, to_unit
 from aiqn.models.layers import GatedBlock, gate
-from aiqn.sampling import inverse_cdf
+from aiqn.draws import inverse_cdf
 
 
 def _masked_weight(conv) -> torch.Tensor:
@@ -54,13 +54,9 @@ class _BlockWeights:
         self.block = block
         self.half = block.filter_size // 2
         self.h_matrix = _matrix(block.h_conv)  # (taps * in, 2P), rows ordered (tap, in)
-        skip, self.skip_planes = _matrix(block.skip), block.skip.out_channels
-        skip_bias = block.skip.bias
-        if block.residual is None:  # first block: no residual
-            self.out_matrix, self.out_bias = skip, skip_bias
-        else:  # skip and residual 1x1s in one product: (P, skip_planes + P)
-            self.out_matrix = torch.cat([skip, _matrix(block.residual)], dim=1)
-            self.out_bias = torch.cat([skip_bias, block.residual.bias])
+        self.skip_matrix = _matrix(block.skip)  # (P, skip_planes)
+        self.res_matrix = None if block.residual is None else _matrix(block.residual)  # (P, P)
+        self.res_bias = None if block.residual is None else block.residual.bias
 
 
 class CachedSampler:
@@ -71,6 +67,9 @@ class CachedSampler:
         self.config = model.config
         with torch.no_grad():
             self.blocks = [_BlockWeights(block) for block in model.blocks]
+            # sum_i gated_i @ skip_i + b_i == cat(gated_0, ..., gated_L) @ vstack(skip_i) + sum_i b_i
+            self.skip_matrix = torch.cat([bw.skip_matrix for bw in self.blocks], dim=0)
+            self.skip_bias = torch.stack([block.skip.bias for block in model.blocks]).sum(0)
             self.out_matrix, self.out_bias = _matrix(model.output_conv), model.output_conv.bias
             self.head_matrix, self.head_bias = _matrix(model.head.proj), model.head.proj.bias
 
@@ -127,20 +126,20 @@ class CachedSampler:
         pixel's current values (B, C) in [-1, 1]. Returns the head output (B, C*L) or (B, C)
         and, when `record`, each block's h output and running skip sum."""
         h_in = pixel
-        skips = None
+        gated_all = []
         details = {"h": [], "skip": []}
         for i, bw in enumerate(self.blocks):
             h_row = state["h_row"][i]
             h_row[:, bw.half + col] = h_in
             window = h_row[:, col : col + bw.half + 1].reshape(h_row.shape[0], -1)  # cols col-half..col
             gated = gate(torch.addmm(state["row_term"][i][col], window, bw.h_matrix))  # (B, P)
-            out = torch.addmm(bw.out_bias, gated, bw.out_matrix)  # (B, skip [+ P])
-            skip = out[:, : bw.skip_planes]
-            skips = skip if skips is None else skips + skip
-            h_in = gated if out.shape[1] == bw.skip_planes else h_in + out[:, bw.skip_planes :]
+            gated_all.append(gated)
+            h_in = gated if bw.res_matrix is None else torch.addmm(h_in, gated, bw.res_matrix).add_(bw.res_bias)
             if record:
                 details["h"].append(h_in)
-                details["skip"].append(skips)
+                details["skip"].append(sum(g @ b.skip_matrix + b.block.skip.bias
+                                           for g, b in zip(gated_all, self.blocks)))
+        skips = torch.addmm(self.skip_bias, torch.cat(gated_all, dim=1), self.skip_matrix)
         features = F.relu(torch.addmm(self.out_bias, F.relu(skips), self.out_matrix))
         return torch.addmm(self.head_bias, features, self.head_matrix), details
 

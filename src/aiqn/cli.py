@@ -125,11 +125,12 @@ def cmd_sample(args) -> None:
     if model.config.num_classes:  # the paper draws the label uniformly for evaluation
         generator = torch.Generator().manual_seed(args.seed)
         class_labels = torch.randint(model.config.num_classes, (args.n,), generator=generator)
-    images = generate(model, args.n, args.batch_size, args.seed, class_labels=class_labels,
-                      progress=not args.no_progress)
+    shard_key = {"checkpoint_sha256": file_record(args.checkpoint)["sha256"], "n": args.n}
+    images = generate(model, args.n, args.batch_size, args.seed, class_labels=class_labels, method=args.method,
+                      shard_dir=args.shard_dir, shard_key=shard_key, progress=not args.no_progress)
     labels = class_labels.numpy() if class_labels is not None else np.full(args.n, -1)
     save_npz_atomic(args.out, images=images, labels=labels)
-    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema",
+    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema", "method": args.method,
                                     "step": ckpt["step"], "checkpoint": file_record(args.checkpoint),
                                     "samples": file_record(args.out), "device": device, "environment": environment()})
     log.info("wrote %d samples to %s", args.n, args.out)
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=["cached", "naive"], default="cached",
+                   help="cached (fast, default) or naive (reference); same samples")
+    p.add_argument("--shard-dir", default=None, help="resumable per-batch shards (reused when they match)")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")

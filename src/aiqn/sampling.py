@@ -16,14 +16,18 @@ on that grid, so feeding off-grid values would condition the network on inputs i
 and the saved samples are uint8 levels anyway, so the network conditions on exactly the image
 it finally outputs.
 
-NOTE: the cached fast sampler is not here yet (see issue 3); inpainting and class conditioning
-are arguments (`known`, `class_labels`), not separate code paths.
+The cached sampler (`aiqn.cached_sampling`) gives the same samples much faster and is the
+pipeline's default; this module keeps the naive one as the reference, and `generate`, which
+draws N samples in resumable shards with either. Inpainting and class conditioning are
+arguments (`known`, `class_labels`), not separate code paths.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -31,31 +35,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from aiqn.draws import draw_noise, inverse_cdf, noise_generator
 from aiqn.models import GatedPixelCNN, from_unit, to_unit
+from aiqn.utils import save_npz_atomic
 
 log = logging.getLogger(__name__)
-
-
-def noise_generator(seed: int, batch_index: int) -> torch.Generator:
-    """A torch generator for batch `batch_index` of a sampling run with `seed` (independent
-    streams per batch, so a batch can be regenerated alone)."""
-    state = np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def draw_noise(n: int, model: GatedPixelCNN, generator: torch.Generator) -> torch.Tensor:
-    """One uniform per pixel-channel: (n, C, H, W) float32 in [0, 1), on the CPU."""
-    cfg = model.config
-    return torch.rand(n, cfg.channels, cfg.height, cfg.width, generator=generator)
-
-
-def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Categorical draw by inversion: the number of levels whose CDF lies below u.
-
-    probs: (B, L) rows summing to 1; u: (B,) in [0, 1). Returns (B,) int64 in 0..L-1.
-    """
-    cdf = probs.cumsum(dim=-1)
-    return (cdf < u[:, None]).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -102,12 +86,25 @@ def sample_progressive(
                 yield (row, col, channel), images
 
 
-def sample(model: GatedPixelCNN, noise: torch.Tensor, **conditioning) -> torch.Tensor:
+def sample_naive(model: GatedPixelCNN, noise: torch.Tensor, **conditioning) -> torch.Tensor:
     """Drain `sample_progressive`: returns the finished (B, C, H, W) uint8 images on the CPU."""
     images = None
     for _, images in sample_progressive(model, noise, **conditioning):
         pass
     return images.to(torch.uint8).cpu()
+
+
+sample = sample_naive  # the reference sampler
+
+
+def sampler(method: str):
+    """The sampling function for `method`: "cached" (default in the pipeline) or "naive"."""
+    from aiqn.cached_sampling import sample_cached
+
+    samplers = {"naive": sample_naive, "cached": sample_cached}
+    if method not in samplers:
+        raise ValueError(f"unknown sampling method {method!r}; choose one of {sorted(samplers)}")
+    return samplers[method]
 
 
 def generate(
@@ -116,19 +113,57 @@ def generate(
     batch_size: int,
     seed: int,
     class_labels: torch.Tensor | None = None,
+    method: str = "cached",
+    shard_dir: str | Path | None = None,
+    shard_key: dict | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """Draw `n` samples in batches; batch b uses `noise_generator(seed, b)`, so the result does
-    not depend on the device. Returns (n, C, H, W) uint8. Logs the rate in samples/s."""
-    batches = []
-    began = time.time()
-    bar = tqdm(total=n, desc="sample", unit="img", disable=not progress, mininterval=2.0)
+    not depend on the device or on which batches were drawn in an earlier, interrupted run.
+
+    With `shard_dir`, each batch is written there as `shard_{b:05d}.npz` (atomically) together
+    with `shard_key` (what produced it: checkpoint hash, seed, ...); a rerun reuses every shard
+    whose key matches and draws only the missing ones. Returns (n, C, H, W) uint8.
+    """
+    draw = sampler(method)
+    key = json.dumps({**(shard_key or {}), "seed": seed, "batch_size": batch_size, "method": method},
+                     sort_keys=True)
+    if shard_dir is not None:
+        Path(shard_dir).mkdir(parents=True, exist_ok=True)
+    batches, drawn, began = [], 0, time.time()
+    bar = tqdm(total=n, desc=f"sample ({method})", unit="img", disable=not progress, mininterval=2.0)
     for batch_index, start in enumerate(range(0, n, batch_size)):
         size = min(batch_size, n - start)
-        noise = draw_noise(size, model, noise_generator(seed, batch_index))
-        labels = None if class_labels is None else class_labels[start : start + size]
-        batches.append(sample(model, noise, class_labels=labels).numpy())
+        shard = None if shard_dir is None else Path(shard_dir) / f"shard_{batch_index:05d}.npz"
+        images = _load_shard(shard, key, size)
+        if images is None:
+            noise = draw_noise(size, model, noise_generator(seed, batch_index))
+            labels = None if class_labels is None else class_labels[start : start + size]
+            images = draw(model, noise, class_labels=labels).numpy()
+            drawn += size
+            if shard is not None:
+                save_npz_atomic(shard, images=images, key=np.array(key))
+            log.info("sampled %d/%d (%.2f samples/s)", start + size, n, drawn / (time.time() - began))
+        else:
+            log.info("shard %s reused (%d samples)", shard, size)
+        batches.append(images)
         bar.update(size)
-        log.info("sampled %d/%d (%.1f samples/s)", start + size, n, (start + size) / (time.time() - began))
     bar.close()
+    elapsed = time.time() - began
+    log.info("%d samples drawn in %.1f s (%.2f samples/s), %d reused from shards", drawn, elapsed,
+             drawn / max(elapsed, 1e-9), n - drawn)
     return np.concatenate(batches)
+
+
+def _load_shard(path: Path | None, key: str, size: int) -> np.ndarray | None:
+    """A finished shard's images if it exists and was made under the same key, else None."""
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path) as arrays:
+            if str(arrays["key"]) == key and len(arrays["images"]) == size:
+                return arrays["images"]
+    except (OSError, ValueError, KeyError, EOFError):  # a damaged shard is redrawn
+        pass
+    log.warning("shard %s does not match this run: it is drawn again", path)
+    return None

@@ -1,0 +1,35 @@
+"""The random draws of autoregressive sampling, shared by the naive and the cached sampler.
+
+One uniform per pixel-channel, drawn up front: the categorical head turns it into a level by
+inverse-CDF sampling, the quantile head takes it as its sample point tau. Batch b of a run with
+seed s uses its own generator, so any batch (shard) can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aiqn.models import GatedPixelCNN
+
+
+def noise_generator(seed: int, batch_index: int) -> torch.Generator:
+    """A torch generator for batch `batch_index` of a sampling run with `seed` (independent
+    streams per batch, so a batch can be regenerated alone)."""
+    state = np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def draw_noise(n: int, model: GatedPixelCNN, generator: torch.Generator) -> torch.Tensor:
+    """One uniform per pixel-channel: (n, C, H, W) float32 in [0, 1), on the CPU."""
+    cfg = model.config
+    return torch.rand(n, cfg.channels, cfg.height, cfg.width, generator=generator)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Categorical draw by inversion: the number of levels whose CDF lies below u.
+
+    probs: (B, L) rows summing to 1; u: (B,) in [0, 1). Returns (B,) int64 in 0..L-1.
+    """
+    cdf = probs.cumsum(dim=-1)
+    return (cdf < u[:, None]).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
