@@ -67,7 +67,8 @@ def run(size: str, batch: int, head: str, naive_steps: int, device: str, skip_na
     model = build_model(config).to(device).eval()
     noise = draw_noise(batch, model, noise_generator(0, 0))
     total_steps = config.channels * config.height * config.width
-    time_cached(model, noise[:1], device)  # warm-up
+    time_cached(model, noise[:1], device)  # warm-up of both samplers
+    time_naive(model, noise, 1, device)
     cached_s, cached_image = time_cached(model, noise, device)
     row = {"size": size, "head": head, "batch": batch, "device": device, "cached_s": cached_s,
            "cached_samples_per_s": batch / cached_s}

@@ -26,7 +26,7 @@ def make_model(channels, head, blocks, filter_size, conditioned):
     torch.manual_seed(0)
     config = PixelCNNConfig(
         channels=channels, height=H, width=W, levels=7, head=head, blocks=blocks, filter_size=filter_size,
-        planes=8 * channels, output_planes=16 * channels,
+        planes=8 * channels + (1 if channels == 3 else 0), output_planes=16 * channels,  # 25 = 9+8+8 planes
         num_classes=4 if conditioned else 0, cond_channels=2 if conditioned else 0,
     )
     return build_model(config).double()

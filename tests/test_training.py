@@ -1,6 +1,5 @@
 """The training loop: overfitting one batch, determinism, exact resume, schedules, EMA."""
 
-import shutil
 
 import numpy as np
 import pytest

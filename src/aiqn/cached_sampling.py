@@ -31,9 +31,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from aiqn.models import GatedPixelCNN, from_unit, to_unit
-from aiqn.models.layers import GatedBlock, gate
-from aiqn.draws import inverse_cdf
+from aiqn.models import GatedPixelCNN, to_unit
+from aiqn.models.layers import GatedBlock, gate, group_ids
+from aiqn.draws import choose_level, keep_known, start_images
 
 
 def _masked_weight(conv) -> torch.Tensor:
@@ -68,10 +68,25 @@ class CachedSampler:
         with torch.no_grad():
             self.blocks = [_BlockWeights(block) for block in model.blocks]
             # sum_i gated_i @ skip_i + b_i == cat(gated_0, ..., gated_L) @ vstack(skip_i) + sum_i b_i
-            self.skip_matrix = torch.cat([bw.skip_matrix for bw in self.blocks], dim=0)
-            self.skip_bias = torch.stack([block.skip.bias for block in model.blocks]).sum(0)
-            self.out_matrix, self.out_bias = _matrix(model.output_conv), model.output_conv.bias
-            self.head_matrix, self.head_bias = _matrix(model.head.proj), model.head.proj.bias
+            skip_matrix = torch.cat([bw.skip_matrix for bw in self.blocks], dim=0)
+            skip_bias = torch.stack([block.skip.bias for block in model.blocks]).sum(0)
+            out_matrix, out_bias = _matrix(model.output_conv), model.output_conv.bias
+            head_matrix, head_bias = _matrix(model.head.proj), model.head.proj.bias
+            self.full_stage = (skip_bias, skip_matrix, out_bias, out_matrix, head_bias, head_matrix)
+            # The output stage is colour-masked, so the head of colour c reads only the skip and
+            # output planes of colours <= c: a prefix of each (groups are contiguous). Drawing
+            # colour c needs only those planes and that colour's head columns.
+            C = self.config.channels
+            per_colour = self.config.levels if self.config.head == "categorical" else 1
+            skip_groups = group_ids(skip_matrix.shape[1], C)
+            out_groups = group_ids(out_matrix.shape[1], C)
+            self.stages = []
+            for c in range(C):
+                n_skip, n_out = int((skip_groups <= c).sum()), int((out_groups <= c).sum())
+                head_cols = slice(c * per_colour, (c + 1) * per_colour)
+                self.stages.append((skip_bias[:n_skip].contiguous(), skip_matrix[:, :n_skip].contiguous(),
+                                    out_bias[:n_out].contiguous(), out_matrix[:n_skip, :n_out].contiguous(),
+                                    head_bias[head_cols].contiguous(), head_matrix[:n_out, head_cols].contiguous()))
 
     # ----------------------------------------------------------------------------- the core
 
@@ -121,10 +136,12 @@ class CachedSampler:
             term = state["v2h"][i][:, :, None] + cond + block.h_conv.bias[:, None, None]  # (B, 2P, 1, W)
             state["row_term"][i] = term[:, :, 0].permute(2, 0, 1).contiguous()
 
-    def _horizontal_position(self, state: dict, col: int, pixel: torch.Tensor, record: bool = False):
+    def _horizontal_position(self, state: dict, col: int, pixel: torch.Tensor, channel: int | None = None,
+                             record: bool = False):
         """Horizontal stack, output stage and head at column `col` of the current row, given the
-        pixel's current values (B, C) in [-1, 1]. Returns the head output (B, C*L) or (B, C)
-        and, when `record`, each block's h output and running skip sum."""
+        pixel's current values (B, C) in [-1, 1]. Returns the head output for `channel`
+        ((B, L) logits or (B, 1) quantile), or for all channels ((B, C*L) or (B, C)) when
+        `channel` is None; and, when `record`, each block's h output and running skip sum."""
         h_in = pixel
         gated_all = []
         details = {"h": [], "skip": []}
@@ -139,9 +156,11 @@ class CachedSampler:
                 details["h"].append(h_in)
                 details["skip"].append(sum(g @ b.skip_matrix + b.block.skip.bias
                                            for g, b in zip(gated_all, self.blocks)))
-        skips = torch.addmm(self.skip_bias, torch.cat(gated_all, dim=1), self.skip_matrix)
-        features = F.relu(torch.addmm(self.out_bias, F.relu(skips), self.out_matrix))
-        return torch.addmm(self.head_bias, features, self.head_matrix), details
+        skip_bias, skip_matrix, out_bias, out_matrix, head_bias, head_matrix = (
+            self.full_stage if channel is None else self.stages[channel])
+        skips = torch.addmm(skip_bias, torch.cat(gated_all, dim=1), skip_matrix)
+        features = F.relu(torch.addmm(out_bias, F.relu(skips), out_matrix))
+        return torch.addmm(head_bias, features, head_matrix), details
 
     # ------------------------------------------------------------------------------ public
 
@@ -160,10 +179,7 @@ class CachedSampler:
         device, dtype = param.device, param.dtype
         noise = noise.to(device)
         B, C = noise.shape[0], cfg.channels
-        images = torch.zeros(B, C, cfg.height, cfg.width, dtype=torch.long, device=device)
-        if known is not None:
-            known, known_mask = known.to(device).long(), known_mask.to(device).bool()
-            images = torch.where(known_mask, known, images)
+        images, known, known_mask = start_images(noise, (C, cfg.height, cfg.width), known, known_mask)
         tau = 2.0 * noise.to(dtype) - 1.0 if cfg.head == "quantile" else None
         class_onehot = None
         if cfg.num_classes:
@@ -177,15 +193,10 @@ class CachedSampler:
             for col in range(cfg.width):
                 for channel in range(C):
                     pixel = to_unit(images[:, :, row, col], cfg.levels).to(dtype)  # (B, C)
-                    out, _ = self._horizontal_position(state, col, pixel)
-                    if cfg.head == "categorical":
-                        logits = out.view(B, C, cfg.levels)[:, channel]  # (B, L)
-                        value = inverse_cdf(F.softmax(logits.float(), dim=-1), noise[:, channel, row, col])
-                    else:
-                        value = from_unit(out[:, channel], cfg.levels)
-                    if known is not None:
-                        value = torch.where(known_mask[:, channel, row, col], known[:, channel, row, col], value)
-                    images[:, channel, row, col] = value
+                    out, _ = self._horizontal_position(state, col, pixel, channel)
+                    at = out if cfg.head == "categorical" else out[:, 0]  # (B, L) or (B,)
+                    value = choose_level(cfg.head, at, noise[:, channel, row, col], cfg.levels)
+                    images[:, channel, row, col] = keep_known(value, known, known_mask, channel, row, col)
                     yield (row, col, channel), images
                 # later columns read this pixel through the first block's horizontal window
                 first = self.blocks[0]

@@ -32,11 +32,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from aiqn.draws import draw_noise, inverse_cdf, noise_generator
-from aiqn.models import GatedPixelCNN, from_unit, to_unit
+from aiqn.draws import choose_level, draw_noise, keep_known, noise_generator, start_images
+from aiqn.models import GatedPixelCNN, to_unit
 from aiqn.utils import save_npz_atomic
 
 log = logging.getLogger(__name__)
@@ -61,11 +60,7 @@ def sample_progressive(
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     noise = noise.to(device)
-    B = noise.shape[0]
-    images = torch.zeros(B, cfg.channels, cfg.height, cfg.width, dtype=torch.long, device=device)
-    if known is not None:
-        known, known_mask = known.to(device).long(), known_mask.to(device).bool()
-        images = torch.where(known_mask, known, images)
+    images, known, known_mask = start_images(noise, (cfg.channels, cfg.height, cfg.width), known, known_mask)
     if class_labels is not None:
         class_labels = class_labels.to(device)
     if cond_map is not None:
@@ -75,14 +70,9 @@ def sample_progressive(
         for col in range(cfg.width):
             for channel in range(cfg.channels):
                 out = model(to_unit(images, cfg.levels).to(dtype), tau, cond_map, class_labels)
-                if cfg.head == "categorical":
-                    probs = F.softmax(out[:, channel, :, row, col].float(), dim=-1)  # (B, L)
-                    value = inverse_cdf(probs, noise[:, channel, row, col])
-                else:
-                    value = from_unit(out[:, channel, row, col], cfg.levels)
-                if known is not None:
-                    value = torch.where(known_mask[:, channel, row, col], known[:, channel, row, col], value)
-                images[:, channel, row, col] = value
+                at = out[:, channel, :, row, col] if cfg.head == "categorical" else out[:, channel, row, col]
+                value = choose_level(cfg.head, at, noise[:, channel, row, col], cfg.levels)
+                images[:, channel, row, col] = keep_known(value, known, known_mask, channel, row, col)
                 yield (row, col, channel), images
 
 

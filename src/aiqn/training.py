@@ -220,6 +220,7 @@ def train(
         log_path.write_text("step,loss,lr,seconds\n")
 
     end = train_config.steps if stop_after is None else min(stop_after, train_config.steps)
+    report_every = max(1, train_config.steps // 20)
     model.train()
     began = time.time()
     bar = tqdm(range(start, end), initial=start, total=train_config.steps, desc=f"train {model_config.head}",
@@ -243,9 +244,14 @@ def train(
 
             done = step + 1
             writer.writerow([done, f"{loss.item():.6f}", f"{lr:.3g}", f"{time.time() - began:.2f}"])
-            if done % 50 == 0:
+            if done % 50 == 0 or done % report_every == 0:
+                name = "bits/dim" if model_config.head == "categorical" else "quantile loss"
                 shown = nats_to_bits_per_dim(loss.item()) if model_config.head == "categorical" else loss.item()
-                bar.set_postfix({"bits/dim" if model_config.head == "categorical" else "loss": f"{shown:.4f}"})
+                bar.set_postfix({name: f"{shown:.4f}"})
+                if done % report_every == 0:  # progress in the rule's log file, where no bar is shown
+                    rate = (done - start) / (time.time() - began)
+                    log.info("step %d/%d  %s %.4f  lr %.3g  %.1f steps/s  ETA %.0f s", done, train_config.steps,
+                             name, shown, lr, rate, (train_config.steps - done) / rate)
             if done in train_config.checkpoint_steps:
                 log_file.flush()
                 torch_save_atomic(

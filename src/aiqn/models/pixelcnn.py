@@ -44,9 +44,9 @@ class PixelCNNConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.filter_size < 3 or self.filter_size % 2 == 0:
             raise ValueError(f"filter_size must be odd and >= 3 (the paper uses 5), got {self.filter_size}")
-        for name in ("planes", "output_planes"):
-            if getattr(self, name) % self.channels:
-                raise ValueError(f"{name}={getattr(self, name)} must be divisible by channels={self.channels}")
+        for name in ("planes", "output_planes"):  # each colour needs at least one feature plane
+            if getattr(self, name) < self.channels:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= channels={self.channels}")
 
     def to_dict(self) -> dict:
         return asdict(self)
