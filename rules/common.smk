@@ -67,7 +67,7 @@ def metric_files(dataset):
 
 
 def all_reports():
-    targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json"]
+    targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
     for dataset in config["run"]["datasets"]:
         targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
                     f"reports/figures/{dataset}_loss.png", f"results/extractors/{dataset}/classifier.json"]

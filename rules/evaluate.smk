@@ -26,6 +26,8 @@ rule evaluate_checkpoint:
         extractor=rules.train_classifier.output.model,
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
+        dataset_meta=rules.prepare_data.output.meta,
+        samples_meta=rules.sample.output.meta,
     output:
         "results/metrics/{dataset}/{model}/{step}.json",
     params:
@@ -38,7 +40,9 @@ rule evaluate_checkpoint:
         "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {wildcards.model}"
         " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
         " --extractor-name {wildcards.dataset}-classifier --reference {input.reference} --test {input.test}"
-        " --splits {params.splits} {params.final} --out {output} > {log} 2>&1"
+        " --dataset-meta {input.dataset_meta} --splits {params.splits} {params.final}"
+        " --wildcards dataset={wildcards.dataset},model={wildcards.model},step={wildcards.step}"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate_real:
@@ -46,6 +50,7 @@ rule evaluate_real:
         test=rules.prepare_data.output.test,
         extractor=rules.train_classifier.output.model,
         reference=lambda w: reference_path(w.dataset),
+        dataset_meta=rules.prepare_data.output.meta,
     output:
         "results/metrics/{dataset}/real_test.json",
     params:
@@ -55,4 +60,4 @@ rule evaluate_real:
     shell:
         "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test} --extractor {input.extractor}"
         " --extractor-name {wildcards.dataset}-classifier --reference {input.reference} --splits {params.splits}"
-        " --out {output} > {log} 2>&1"
+        " --dataset-meta {input.dataset_meta} --wildcards dataset={wildcards.dataset} --out {output} > {log} 2>&1"

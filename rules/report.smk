@@ -11,10 +11,12 @@ rule table1:
         md="reports/tables/table1.md",
         tex="reports/tables/table1.tex",
         summary="reports/metrics.json",
+        provenance="reports/provenance/table1.json",
     log:
         "logs/report/table1.log",
     shell:
-        "{PYTHON} --threads {threads} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables --summary {output.summary} > {log} 2>&1"
+        "{PYTHON} --threads {threads} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables --summary {output.summary}"
+        " --provenance {output.provenance} > {log} 2>&1"
 
 
 rule figures:

@@ -91,3 +91,79 @@ def test_unknown_key_is_rejected_with_its_name(tmp_path):
     result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
     assert result.returncode != 0
     assert "kapa" in result.stdout + result.stderr
+
+
+def aiqn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    return subprocess.run([sys.executable, "-m", "aiqn", *args], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_every_table1_cell_has_a_complete_provenance_record(ci_run):
+    cells = json.loads((ci_run / "reports/provenance/table1.json").read_text())
+    table = pd.read_csv(ci_run / "reports/tables/table1.csv")
+    assert len(cells) == len(table)
+    ours = [c for c in cells if c["source"] == "ours"]
+    for cell in ours:
+        record = cell["record"]
+        for key in ("metrics_file", "checkpoint", "samples", "reference", "dataset", "config", "rule", "code",
+                    "environment", "table_rule"):
+            assert record.get(key), (cell["model"], cell["label"], key)
+    iqn = next(c for c in ours if c["model"] == "pixeliqn" and c["metric"] == "FID")["record"]
+    assert iqn["checkpoint"]["path"] == "results/runs/digits/pixeliqn/ckpt_0000150.pt"
+    assert iqn["checkpoint"]["weights"] == "ema" and iqn["checkpoint"]["step"] == 150
+    assert iqn["samples"]["n"] == 100 and iqn["samples"]["seed"] == 1
+    assert iqn["reference"]["n"] == 300 and iqn["reference"]["extractor"] == "digits-classifier"
+    assert iqn["config"]["model"]["head"] == "quantile" and iqn["config"]["train"]["steps"] == 150
+    assert iqn["rule"] == {"name": "evaluate_checkpoint", "wildcards": {"dataset": "digits", "model": "pixeliqn",
+                                                                          "step": "0000150"}}
+    assert iqn["dataset"]["raw"][0]["locator"] == "sklearn:datasets/data/digits.csv.gz"
+    assert set(iqn["environment"]["packages"]) >= {"torch", "snakemake", "dvc"}
+    real = next(c for c in ours if c["model"].startswith("real data"))["record"]
+    assert real["checkpoint"] == {"not_applicable": "real data"}
+
+
+@pytest.mark.slow
+def test_provenance_command_prints_the_chain(ci_run):
+    result = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID")
+    assert result.returncode == 0, result.stderr
+    for expected in ("results/runs/digits/pixeliqn/ckpt_0000150.pt", "results/samples/digits/pixeliqn/0000150.npz",
+                     "step 150, ema weights", "digits-classifier", "evaluate_checkpoint", "git "):
+        assert expected in result.stdout
+    as_json = aiqn(ci_run, "provenance", "table1", "--row", "pixelcnn", "--metric", "bits/dim", "--json")
+    assert json.loads(as_json.stdout)["record"]["config"]["model"]["head"] == "categorical"
+    paper = aiqn(ci_run, "provenance", "table1", "--row", "PixelIQN", "--metric", "FID", "--dataset", "cifar10")
+    assert "paper/aiqn_table1.csv" in paper.stdout
+
+
+@pytest.mark.slow
+def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
+    assert aiqn(ci_run, "audit").returncode == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(ci_run, copy, ignore=shutil.ignore_patterns(".snakemake", "state"))
+    metrics = copy / "results/metrics/digits/pixelcnn/0000150.json"
+    metrics.write_text(metrics.read_text().replace('"final": true', '"final": true '))  # rewritten metrics file
+    (copy / "results/runs/digits/pixeliqn/ckpt_0000150.pt").unlink()  # a lost checkpoint
+    result = aiqn(copy, "audit")
+    assert result.returncode == 1
+    assert "results/metrics/digits/pixelcnn/0000150.json changed" in result.stdout
+    assert "results/runs/digits/pixeliqn/ckpt_0000150.pt is missing" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "tables: table1"),
+        (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, IS, bits/dim"),
+        (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),
+        (("provenance", "table1", "--row", "PixelIQN", "--metric", "FID"), "give --dataset"),
+    ],
+)
+def test_bad_provenance_queries_get_one_line_errors(ci_run, args, expected):
+    result = aiqn(ci_run, *args)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -11,13 +11,14 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from aiqn.report.provenance import environment
 
 log = logging.getLogger("aiqn")
 
@@ -29,12 +30,6 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"device {name!r} requested in params.yaml but no CUDA device is visible; use 'auto' or 'cpu'")
     return name
-
-
-def environment() -> dict:
-    """Versions and host, recorded next to every result."""
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "host": platform.node(), "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------------------------------- verbs
@@ -132,15 +127,17 @@ def cmd_sample(args) -> None:
     save_npz_atomic(args.out, images=images, labels=labels)
     write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema", "method": args.method,
                                     "step": ckpt["step"], "checkpoint": file_record(args.checkpoint),
-                                    "samples": file_record(args.out), "device": device, "environment": environment()})
+                                    "samples": file_record(args.out), "device": device, "environment": environment(device)})
     log.info("wrote %d samples to %s", args.n, args.out)
 
 
 def cmd_evaluate(args) -> None:
     from aiqn.data import load_split
     from aiqn.evaluation import bits_per_dim, score_images
+    from aiqn.metrics import load_statistics
+    from aiqn.report.provenance import evaluation_record
     from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, write_json
+    from aiqn.utils import file_record, read_json, write_json
 
     with np.load(args.samples) as arrays:
         images = arrays["images"]
@@ -151,11 +148,17 @@ def cmd_evaluate(args) -> None:
         model = model_from_checkpoint(ckpt, use_ema=True)
         metrics.append({"metric": "bits/dim", "value": bits_per_dim(model, test_images),
                         "label": f"bits/dim ({args.dataset} test split, {ckpt['config']['levels']} levels, EMA weights)"})
+    sample_meta = read_json(args.samples + ".json")
+    samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
+               "method": sample_meta.get("method"), "meta": file_record(args.samples + ".json")}
+    checkpoint = {"path": args.checkpoint, "step": ckpt["step"], "weights": sample_meta.get("weights", "ema"),
+                  "config": ckpt["config"], "train_config": ckpt["train_config"]}
     record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": args.final,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
-              "inputs": {"samples": file_record(args.samples), "checkpoint": file_record(args.checkpoint),
-                         "extractor": file_record(args.extractor), "reference": file_record(args.reference)},
-              "environment": environment()}
+              "provenance": evaluation_record(
+                  checkpoint=checkpoint, samples=samples, reference_path=args.reference,
+                  reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
+                  rule="evaluate_checkpoint", wildcards=_wildcards(args.wildcards), device="cpu")}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
@@ -163,27 +166,58 @@ def cmd_evaluate(args) -> None:
 def cmd_evaluate_real(args) -> None:
     from aiqn.data import load_split
     from aiqn.evaluation import score_images
+    from aiqn.metrics import load_statistics
+    from aiqn.report.provenance import evaluation_record
     from aiqn.utils import file_record, write_json
 
     images, _ = load_split(args.test)
     metrics = score_images(images, args.extractor, args.reference, args.splits, args.extractor_name, what="test")
     record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
-              "inputs": {"samples": file_record(args.test), "extractor": file_record(args.extractor),
-                         "reference": file_record(args.reference)},
-              "environment": environment()}
+              "provenance": evaluation_record(
+                  checkpoint=None, samples={**file_record(args.test), "n": len(images), "seed": None,
+                                            "method": "real test split"},
+                  reference_path=args.reference, reference_meta=load_statistics(args.reference)[2],
+                  dataset_meta=args.dataset_meta, rule="evaluate_real", wildcards=_wildcards(args.wildcards),
+                  device="cpu")}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
 
 def cmd_table(args) -> None:
     from aiqn.report import build_table1, metrics_summary, write_table1
+    from aiqn.report.provenance import table_provenance
     from aiqn.utils import write_json
 
     table = build_table1(args.metrics, args.paper)
+    cells = table_provenance(table, "table1", rule="table1", paper_csv=args.paper)  # fails on a gap
     paths = write_table1(table, args.out_dir)
     write_json(args.summary, metrics_summary(table))
-    log.info("wrote %s and %s", ", ".join(paths.values()), args.summary)
+    write_json(args.provenance, cells)
+    log.info("wrote %s, %s and %s (%d cells)", ", ".join(paths.values()), args.summary, args.provenance, len(cells))
+
+
+def cmd_provenance(args) -> None:
+    from aiqn.report.provenance import explain, find_cell, load_table_records
+
+    cell = find_cell(load_table_records(args.dir, args.table), args.row, args.metric, args.dataset)
+    print(json.dumps(cell, indent=2, sort_keys=True) if args.json else explain(cell))
+
+
+def cmd_audit(args) -> None:
+    from aiqn.report.provenance import audit
+
+    checked, problems = audit(args.dir, args.root)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    print(f"audit: {checked} files checked, {len(problems)} mismatches")
+    if problems:
+        raise SystemExit(1)
+
+
+def _wildcards(text: str) -> dict:
+    """'dataset=digits,model=pixeliqn' -> {'dataset': 'digits', 'model': 'pixeliqn'}."""
+    return dict(pair.split("=", 1) for pair in text.split(",") if pair)
 
 
 def cmd_figures(args) -> None:
@@ -258,14 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = verb("evaluate", cmd_evaluate, "FID / IS (and bits/dim) of one checkpoint's samples")
-    for name in ("dataset", "model", "samples", "checkpoint", "extractor", "extractor-name", "reference", "test", "out"):
+    for name in ("dataset", "model", "samples", "checkpoint", "extractor", "extractor-name", "reference", "test",
+                 "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
 
     p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
-    for name in ("dataset", "test", "extractor", "extractor-name", "reference", "out"):
+    for name in ("dataset", "test", "extractor", "extractor-name", "reference", "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
 
     p = verb("table", cmd_table, "Table 1 (csv, md, tex) from metric files and the paper's numbers")
@@ -273,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--summary", required=True, help="JSON of our final numbers (DVC metrics)")
+    p.add_argument("--provenance", required=True, help="JSON: one provenance record per table cell")
+
+    p = verb("provenance", cmd_provenance, "print the chain of files, configs and code behind one table cell")
+    p.add_argument("table", help="table name, e.g. table1")
+    p.add_argument("--row", required=True, help="model row, e.g. pixeliqn or 'real data (test split)'")
+    p.add_argument("--metric", required=True, help="metric name (FID, IS, bits/dim) or its full label")
+    p.add_argument("--dataset", default=None, help="needed when the row exists for several datasets")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--dir", default="reports/provenance")
+
+    p = verb("audit", cmd_audit, "re-hash every file named by every provenance record")
+    p.add_argument("--dir", default="reports/provenance")
+    p.add_argument("--root", default=".", help="repository root that relative paths start from")
 
     p = verb("figures", cmd_figures, "sample grid, IS/FID over training, loss curves")
     p.add_argument("--dataset", required=True)
@@ -294,7 +344,13 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.func(args)
+    from aiqn.report.provenance import ProvenanceError
+
+    try:
+        args.func(args)
+    except (ProvenanceError, FileNotFoundError) as error:  # bad input: one line, no traceback
+        print(f"aiqn {args.verb}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     provenance = {
         "raw_files": [
-            {"path": str(BUNDLED_FILE), "sha256": found},
+            {"path": str(BUNDLED_FILE), "sha256": found, "locator": "sklearn:datasets/data/digits.csv.gz"},
         ],
         "source": f"scikit-learn {sklearn.__version__} bundled digits (load_digits)",
         "split": {"test_fraction": options["test_fraction"], "split_seed": options["split_seed"]},
