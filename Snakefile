@@ -12,6 +12,9 @@ configfile: "params.yaml"
 validate(config, "schemas/params.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

@@ -7,7 +7,7 @@ rule table1:
         metrics=[f for dataset in config["run"]["datasets"] for f in metric_files(dataset)],
         paper="paper/aiqn_table1.csv",
     output:
-        csv="reports/tables/table1.csv",
+        csv=report("reports/tables/table1.csv", caption="../report/table1.rst", category="Table 1"),
         md="reports/tables/table1.md",
         tex="reports/tables/table1.tex",
         summary="reports/metrics.json",
@@ -26,9 +26,12 @@ rule figures:
         train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/train_log.csv" for m in config["run"]["models"]],
         metrics=lambda w: metric_files(w.dataset),
     output:
-        grid="reports/figures/{dataset}_samples.png",
-        curves="reports/figures/{dataset}_training_curves.png",
-        loss="reports/figures/{dataset}_loss.png",
+        grid=report("reports/figures/{dataset}_samples.png", caption="../report/samples.rst",
+                    category="Figures", subcategory="{dataset}"),
+        curves=report("reports/figures/{dataset}_training_curves.png", caption="../report/training_curves.rst",
+                      category="Figures", subcategory="{dataset}"),
+        loss=report("reports/figures/{dataset}_loss.png", caption="../report/loss.rst", category="Figures",
+                    subcategory="{dataset}"),
     params:
         samples=lambda w: " ".join(
             f"{m}=results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]
