@@ -125,9 +125,10 @@ def cmd_sample(args) -> None:
                       shard_dir=args.shard_dir, shard_key=shard_key, progress=not args.no_progress)
     labels = class_labels.numpy() if class_labels is not None else np.full(args.n, -1)
     save_npz_atomic(args.out, images=images, labels=labels)
-    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema", "method": args.method,
-                                    "step": ckpt["step"], "checkpoint": file_record(args.checkpoint),
-                                    "samples": file_record(args.out), "device": device, "environment": environment(device)})
+    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema",
+                                    "method": args.method, "step": ckpt["step"],
+                                    "checkpoint": file_record(args.checkpoint), "samples": file_record(args.out),
+                                    "device": device, "environment": environment(device)})
     log.info("wrote %d samples to %s", args.n, args.out)
 
 
@@ -150,7 +151,8 @@ def cmd_evaluate(args) -> None:
                         "label": f"bits/dim ({args.dataset} test split, {ckpt['config']['levels']} levels, EMA weights)"})
     sample_meta = read_json(args.samples + ".json")
     samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
-               "method": sample_meta.get("method"), "meta": file_record(args.samples + ".json")}
+               "method": sample_meta.get("method"), "device": sample_meta.get("device"),
+               "host": sample_meta.get("environment", {}).get("host"), "meta": file_record(args.samples + ".json")}
     checkpoint = {"path": args.checkpoint, "step": ckpt["step"], "weights": sample_meta.get("weights", "ema"),
                   "config": ckpt["config"], "train_config": ckpt["train_config"]}
     record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": args.final,
