@@ -23,7 +23,8 @@ rule figures:
     input:
         real=rules.prepare_data.output.test,
         samples=lambda w: [f"results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]],
-        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/train_log.csv" for m in config["run"]["models"]],
+        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/{name}" for m in config["run"]["models"]
+                              for name in ("train_log.csv", "config.json")],
         metrics=lambda w: metric_files(w.dataset),
     output:
         grid=report("reports/figures/{dataset}_samples.png", caption="../report/samples.rst",

@@ -232,7 +232,11 @@ def cmd_figures(args) -> None:
     plot_sample_grids(args.real, samples, spec.levels, args.grid_out, n=args.grid_n,
                       title=f"{args.dataset}: real test images and samples at the final checkpoint (EMA weights)")
     plot_training_curves(args.metrics, args.curves_out, args.dataset)
-    plot_loss_curves(logs, args.loss_out)
+    loss_names = {"categorical": "cross-entropy (nats per pixel-channel)",
+                  "quantile": "Huber quantile loss per pixel-channel"}
+    heads = {model: json.loads((Path(path).parent / "config.json").read_text())["model"]["head"]
+             for model, path in logs.items()}  # config.json sits beside each train_log.csv
+    plot_loss_curves(logs, args.loss_out, {model: loss_names[head] for model, head in heads.items()})
 
 
 # ------------------------------------------------------------------------------------ argparse

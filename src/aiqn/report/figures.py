@@ -148,8 +148,9 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) ->
     _save(fig, out_png)
 
 
-def plot_loss_curves(log_csvs: dict[str, str], out_png: str) -> None:
-    """Save training loss against step, one subplot per model: raw loss and a moving average."""
+def plot_loss_curves(log_csvs: dict[str, str], out_png: str, ylabels: dict[str, str] | None = None) -> None:
+    """Save training loss against step, one subplot per model: raw loss and a moving average.
+    `ylabels` names each model's loss (they differ in kind and scale)."""
     if not log_csvs:
         raise ValueError("no training logs given")
     fig = _new_figure(4.8 * len(log_csvs), 3.8)
@@ -169,7 +170,7 @@ def plot_loss_curves(log_csvs: dict[str, str], out_png: str) -> None:
                 label=f"moving average ({window} log rows)")
         ax.set_title(str(model))
         ax.set_xlabel("training step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel((ylabels or {}).get(model, "training loss"))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Training loss", fontsize=12)
