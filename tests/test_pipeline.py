@@ -55,6 +55,10 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         assert rows.value.notna().all() and (rows[rows.metric == "FID"].value >= 0).all()
         assert rows.label.str.contains("digits-classifier").any()
     assert "bits/dim" in set(ours[ours.model == "pixelcnn"].metric)
+    colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models
+    assert {"pixelcnn", "pixeliqn"} <= set(colour.model) and colour[colour.metric != "bits/dim"].label.str.contains("photos32-classifier").all()
+    with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/0000150.npz") as arrays:
+        assert arrays["images"].shape == (100, 3, 32, 32) and arrays["images"].dtype == "uint8"
     assert table.source.str.startswith("paper").any()
     for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png"):
         assert (ci_run / "reports/figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,12 +132,13 @@ def test_every_table1_cell_has_a_complete_provenance_record(ci_run):
 
 @pytest.mark.slow
 def test_provenance_command_prints_the_chain(ci_run):
-    result = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID")
+    result = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID", "--dataset", "digits")
     assert result.returncode == 0, result.stderr
     for expected in ("results/runs/digits/pixeliqn/ckpt_0000150.pt", "results/samples/digits/pixeliqn/0000150.npz",
                      "step 150, ema weights", "digits-classifier", "evaluate_checkpoint", "git "):
         assert expected in result.stdout
-    as_json = aiqn(ci_run, "provenance", "table1", "--row", "pixelcnn", "--metric", "bits/dim", "--json")
+    as_json = aiqn(ci_run, "provenance", "table1", "--row", "pixelcnn", "--metric", "bits/dim", "--dataset", "digits",
+                   "--json")
     assert json.loads(as_json.stdout)["record"]["config"]["model"]["head"] == "categorical"
     paper = aiqn(ci_run, "provenance", "table1", "--row", "PixelIQN", "--metric", "FID", "--dataset", "cifar10")
     assert "paper/aiqn_table1.csv" in paper.stdout
@@ -160,6 +165,7 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
     [
         (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "tables: table1"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, IS, bits/dim"),
+        (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32)"),
         (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),
         (("provenance", "table1", "--row", "PixelIQN", "--metric", "FID"), "give --dataset"),
     ],

@@ -1,0 +1,151 @@
+"""Raw files for datasets that are downloaded: fetch once, verify always, extract safely.
+
+`ensure_raw_file(source, raw_dir)` returns `raw_dir / source.filename`, checked against the
+sha256 (or md5) the `Source` carries:
+
+- the file is already there: its checksum is verified and it is used (a mismatch stops with a
+  message naming the file, both checksums and the fix; the file is never silently replaced);
+- it is not: it is downloaded from `source.url` into a temporary file in `raw_dir`, checked,
+  then renamed into place (a crash or a bad download never leaves a half or wrong file under
+  the final name);
+- the download fails (offline, DNS, HTTP error, timeout): `RawFileMissing` says, on one line,
+  the URL, the full path to put the file at by hand and the checksum it must have.
+
+`safe_extract(tar_path, dest)` extracts a tarball after checking every member: nothing may land
+outside `dest` (absolute names, `..`, links pointing outside, device files are refused), and
+nothing is extracted when any member is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from aiqn.data.registry import Source
+
+TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+class RawFileMissing(FileNotFoundError):
+    """A raw file is not in raw_dir and could not be downloaded (one-line message with the fix).
+
+    A FileNotFoundError, so `python -m aiqn prepare` prints it as one line without a traceback."""
+
+
+class ChecksumMismatch(ValueError):
+    """A raw file (local or just downloaded) does not have the checksum its Source names."""
+
+
+class UnsafeArchive(ValueError):
+    """A tarball member would be written outside the extraction folder."""
+
+
+def expected_checksum(source: Source) -> tuple[str, str]:
+    """(algorithm, hex digest) a source must match: sha256 when given, else md5."""
+    if source.sha256:
+        return "sha256", source.sha256.lower()
+    if source.md5:
+        return "md5", source.md5.lower()
+    raise ValueError(f"Source {source.filename!r} has neither sha256 nor md5; a raw file must carry a checksum")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file (`algorithm`: sha256 or md5), read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float = TIMEOUT_S) -> Path:
+    """`raw_dir / source.filename`, verified; downloaded from `source.url` first when absent."""
+    algorithm, expected = expected_checksum(source)
+    raw_dir = Path(raw_dir)
+    target = raw_dir / source.filename
+    if target.exists():
+        found = file_digest(target, algorithm)
+        if found != expected:
+            raise ChecksumMismatch(
+                f"{target.resolve()}: {algorithm} {found} differs from the expected {expected}; "
+                f"delete it so that it is downloaded again"
+                f"{f' from {source.url}' if source.url else ''}, or replace it with the right file."
+            )
+        return target
+    by_hand = f"put the file at {target.resolve()} by hand ({algorithm} {expected})"
+    if not source.url:
+        raise RawFileMissing(f"{source.filename} is not in {raw_dir.resolve()} and has no download URL; {by_hand}.")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{source.filename}.", suffix=".part")
+    try:
+        digest = hashlib.new(algorithm)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=timeout) as response:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise RawFileMissing(
+                f"could not download {source.url} ({type(error).__name__}: {reason}); if this machine is "
+                f"offline, download it elsewhere and {by_hand}."
+            ) from None
+        found = digest.hexdigest()
+        if found != expected:
+            raise ChecksumMismatch(
+                f"{source.url} served a file with {algorithm} {found}, not the expected {expected}; "
+                f"nothing was written. Check the URL, or {by_hand}."
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def check_member(member: tarfile.TarInfo, dest: str | os.PathLike) -> None:
+    """Raise UnsafeArchive if extracting `member` into `dest` could write outside `dest`."""
+    root = os.path.realpath(dest)
+    name = member.name
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive(f"archive member {name!r} has an absolute path; refusing to extract")
+    target = os.path.realpath(os.path.join(root, name))
+    if not _inside(target, root):
+        raise UnsafeArchive(f"archive member {name!r} would be written outside {root}; refusing to extract")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if os.path.isabs(link):
+            raise UnsafeArchive(f"archive member {name!r} links to the absolute path {link!r}; refusing to extract")
+        # a symlink is relative to its own folder, a hard link to the archive's root
+        base = os.path.dirname(target) if member.issym() else root
+        if not _inside(os.path.realpath(os.path.join(base, link)), root):
+            raise UnsafeArchive(f"archive member {name!r} links to {link!r}, outside {root}; refusing to extract")
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchive(f"archive member {name!r} is a device or fifo; refusing to extract")
+
+
+def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Extract a (possibly compressed) tarball into `dest` after checking every member; return the
+    member names. Raises UnsafeArchive, extracting nothing, if any member is refused."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+        for member in members:
+            check_member(member, dest)
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: the standard filter as well
+            tar.extractall(dest, members=members, filter="data")
+        else:  # pragma: no cover - older Pythons; every member was checked above
+            tar.extractall(dest, members=members)
+    return [member.name for member in members]
