@@ -10,7 +10,6 @@ pipeline then runs for that dataset alone, and Table 1, its provenance and the a
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from repo_copy import REPO, copy_repo
 
-REPO = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "rules", "schemas", "params.yaml", "profiles", "paper", "src"]
 
 # Step 1 of the guide: the dataset module.
 TINYPHOTOS = textwrap.dedent('''
@@ -92,16 +90,6 @@ TINYPHOTOS = textwrap.dedent('''
                     description="16x16 crops of sklearn's sample photos, 32 levels; label = photo")
     )
 ''').lstrip()
-
-
-def copy_repo(dest: Path) -> Path:
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def run(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import sklearn
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from aiqn.data.registry import DatasetSpec, Source, register
+from aiqn.data.registry import DatasetSpec, Source, register, stratified_split
 from aiqn.utils import sha256_file
 
 DIGITS_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
@@ -33,23 +32,14 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None, :, :]  # (N, 1, 8, 8), values 0..16
     labels = bunch.target.astype(np.int64)
-    index = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(
-        index,
-        test_size=options["test_fraction"],
-        random_state=options["split_seed"],
-        stratify=labels,
-    )
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    train, test, split = stratified_split(images, labels, options)
     provenance = {
         "raw_files": [
             {"path": str(BUNDLED_FILE), "sha256": found, "locator": "sklearn:datasets/data/digits.csv.gz"},
         ],
         "source": f"scikit-learn {sklearn.__version__} bundled digits (load_digits)",
-        "split": {"test_fraction": options["test_fraction"], "split_seed": options["split_seed"]},
+        "split": split,
     }
-    train = {"images": images[train_idx], "labels": labels[train_idx], "index": train_idx}
-    test = {"images": images[test_idx], "labels": labels[test_idx], "index": test_idx}
     return train, test, provenance
 
 

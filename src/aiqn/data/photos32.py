@@ -35,9 +35,8 @@ import numpy as np
 import PIL
 import sklearn
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
-from aiqn.data.registry import DatasetSpec, Source, register
+from aiqn.data.registry import DatasetSpec, Source, register, stratified_split
 from aiqn.utils import sha256_file
 
 IMAGES_DIR = Path(sklearn.__file__).parent / "datasets" / "images"
@@ -99,24 +98,15 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     # images of a split, which the sample-grid figure shows, come from both photos
     images = np.ascontiguousarray(np.stack(images, axis=1).reshape(-1, 3, CROP, CROP))  # (N, 3, 32, 32) uint8
     labels = np.stack(labels, axis=1).reshape(-1).astype(np.int64)
-    index = np.arange(len(labels))
-    train_idx, test_idx = train_test_split(
-        index,
-        test_size=options["test_fraction"],
-        random_state=options["split_seed"],
-        stratify=labels,
-    )
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    train, test, split = stratified_split(images, labels, options)
     provenance = {
         "raw_files": raw_files,
         "source": (f"scikit-learn {sklearn.__version__} bundled sample images (china.jpg, flower.jpg), "
                    f"decoded with Pillow {PIL.__version__}; {CROP}x{CROP} crops at stride {stride}"),
-        "split": {"test_fraction": options["test_fraction"], "split_seed": options["split_seed"]},
+        "split": split,
         "crops": {"size": CROP, "stride": stride, "n": int(len(labels))},
         "classes": list(CLASS_NAMES),
     }
-    train = {"images": images[train_idx], "labels": labels[train_idx], "index": train_idx}
-    test = {"images": images[test_idx], "labels": labels[test_idx], "index": test_idx}
     return train, test, provenance
 
 

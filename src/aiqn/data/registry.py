@@ -72,6 +72,19 @@ def get_dataset(name: str) -> DatasetSpec:
     return _REGISTRY[name]
 
 
+def stratified_split(images: np.ndarray, labels: np.ndarray, options: dict) -> tuple[dict, dict, dict]:
+    """Seeded, class-stratified train/test split (`options`: test_fraction, split_seed).
+    Returns (train, test, split info for provenance); each split keeps `index` into the input."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=options["test_fraction"],
+                                           random_state=options["split_seed"], stratify=labels)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    info = {"test_fraction": options["test_fraction"], "split_seed": options["split_seed"]}
+    return ({"images": images[train_idx], "labels": labels[train_idx], "index": train_idx},
+            {"images": images[test_idx], "labels": labels[test_idx], "index": test_idx}, info)
+
+
 def registered_names() -> list[str]:
     """Names of all registered datasets."""
     return sorted(_REGISTRY)
