@@ -107,6 +107,21 @@ class CachedSampler:
             state["v2h"].append(bw.block.v_to_h.bias.to(dtype).reshape(1, -1, 1).expand(batch, -1, W))
         return state
 
+    def _conditioned_state(self, batch: int, noise, class_labels, cond_map) -> tuple[dict, object, object]:
+        """Fresh state for `batch` samples: tau from `noise` (B, C, H, W) for the quantile head,
+        one-hot classes and the conditioning map, on the model's device and dtype."""
+        cfg = self.config
+        param = next(self.model.parameters())
+        device, dtype = param.device, param.dtype
+        tau = 2.0 * noise.to(device=device, dtype=dtype) - 1.0 if cfg.head == "quantile" else None
+        class_onehot = None
+        if cfg.num_classes:
+            if class_labels is None:
+                raise ValueError("a class-conditional model needs class_labels")
+            class_onehot = F.one_hot(class_labels.to(device), cfg.num_classes).to(dtype)
+        cond_map = None if cond_map is None else cond_map.to(device=device, dtype=dtype)
+        return self._start(batch, device, dtype, tau, cond_map, class_onehot), device, dtype
+
     def _vertical_row(self, state: dict, row: int, image_row: torch.Tensor) -> list[torch.Tensor]:
         """Push complete image row `row` (B, C, W) in [-1, 1] through every block's vertical
         stack and keep the v->h term of row `row + 1`. Returns each block's v output (B, P, W)."""
@@ -175,19 +190,10 @@ class CachedSampler:
     ) -> Iterator[tuple[tuple[int, int, int], torch.Tensor]]:
         """Same interface and draws as `aiqn.sampling.sample_progressive`."""
         cfg = self.config
-        param = next(self.model.parameters())
-        device, dtype = param.device, param.dtype
+        state, device, dtype = self._conditioned_state(noise.shape[0], noise, class_labels, cond_map)
         noise = noise.to(device)
-        B, C = noise.shape[0], cfg.channels
+        C = cfg.channels
         images, known, known_mask = start_images(noise, (C, cfg.height, cfg.width), known, known_mask)
-        tau = 2.0 * noise.to(dtype) - 1.0 if cfg.head == "quantile" else None
-        class_onehot = None
-        if cfg.num_classes:
-            if class_labels is None:
-                raise ValueError("a class-conditional model needs class_labels")
-            class_onehot = F.one_hot(class_labels.to(device), cfg.num_classes).to(dtype)
-        cond_map = None if cond_map is None else cond_map.to(device=device, dtype=dtype)
-        state = self._start(B, device, dtype, tau, cond_map, class_onehot)
         for row in range(cfg.height):
             self._begin_row(state, row)
             for col in range(cfg.width):
@@ -211,17 +217,8 @@ class CachedSampler:
         block's vertical output, horizontal output and running skip sum, and the head output,
         each as a full map (B, F, H, W): what the per-layer tests compare with the full network."""
         cfg = self.config
-        param = next(self.model.parameters())
-        device, dtype = param.device, param.dtype
-        images = images.to(device).long()
-        B = images.shape[0]
-        tau = 2.0 * noise.to(device=device, dtype=dtype) - 1.0 if cfg.head == "quantile" else None
-        class_onehot = None
-        if cfg.num_classes:
-            class_onehot = F.one_hot(class_labels.to(device), cfg.num_classes).to(dtype)
-        cond_map = None if cond_map is None else cond_map.to(device=device, dtype=dtype)
-        state = self._start(B, device, dtype, tau, cond_map, class_onehot)
-        unit = to_unit(images, cfg.levels).to(dtype)
+        state, device, dtype = self._conditioned_state(images.shape[0], noise, class_labels, cond_map)
+        unit = to_unit(images.to(device).long(), cfg.levels).to(dtype)
         maps: dict = {"v": [[] for _ in self.blocks], "h": [[] for _ in self.blocks],
                       "skip": [[] for _ in self.blocks], "out": []}
         for row in range(cfg.height):
