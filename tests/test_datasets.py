@@ -3,6 +3,7 @@ provenance) and the generic raw-file helpers of aiqn.data.download (checksums, o
 safe tar extraction). No test touches the network: downloads go through a monkeypatched urlopen
 or a file:// URL."""
 
+import email.message
 import hashlib
 import io
 import os
@@ -164,13 +165,22 @@ def test_offline_error_says_url_full_path_and_checksum_on_one_line(tmp_path, mon
     assert not any(raw_dir.iterdir())  # no partial file left behind
 
 
+class FakeResponse(io.BytesIO):
+    """What urlopen returns: a readable body with headers (Content-Type)."""
+
+    def __init__(self, body: bytes, content_type: str = "application/octet-stream"):
+        super().__init__(body)
+        self.headers = email.message.Message()
+        self.headers["Content-Type"] = content_type
+
+
 def test_a_download_is_checked_then_renamed_into_place(tmp_path, monkeypatch):
     payload = b"x" * 3_000_000
     seen = {}
 
     def serve(url, timeout=None):
         seen.update(url=url, timeout=timeout)
-        return io.BytesIO(payload)
+        return FakeResponse(payload)
 
     monkeypatch.setattr(download.urllib.request, "urlopen", serve)
     path = ensure_raw_file(_source(tmp_path, payload), tmp_path / "raw")
@@ -179,10 +189,28 @@ def test_a_download_is_checked_then_renamed_into_place(tmp_path, monkeypatch):
 
 
 def test_a_download_with_the_wrong_content_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"error page"))
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout=None: FakeResponse(b"error page"))
     with pytest.raises(ChecksumMismatch, match="served a file with sha256"):
         ensure_raw_file(_source(tmp_path, b"raw bytes"), tmp_path / "raw")
     assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_an_html_page_instead_of_the_file_says_to_place_it_by_hand(tmp_path, monkeypatch):
+    page = FakeResponse(b"<html>sign in to download</html>", content_type="text/html; charset=utf-8")
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout=None: page)
+    with pytest.raises(RawFileMissing, match=r"HTML page.*put the file at .*data\.bin by hand \(sha256 [0-9a-f]{64}\)"):
+        ensure_raw_file(_source(tmp_path, b"raw bytes"), tmp_path / "raw")
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_a_sha256_prefix_in_the_torch_hub_style_is_checked(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "weights.pth").write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert ensure_raw_file(Source("weights.pth", sha256=digest[:8]), raw) == raw / "weights.pth"
+    with pytest.raises(ChecksumMismatch, match="a sha256 starting with 00000000"):
+        ensure_raw_file(Source("weights.pth", sha256="00000000"), raw)
 
 
 def test_a_file_url_is_copied_offline(tmp_path):

@@ -48,12 +48,27 @@ class UnsafeArchive(ValueError):
 
 
 def expected_checksum(source: Source) -> tuple[str, str]:
-    """(algorithm, hex digest) a source must match: sha256 when given, else md5."""
+    """(algorithm, hex digest) a source must match: sha256 when given, else md5.
+
+    A sha256 shorter than 64 hex digits (at least 8) is a prefix, as in torch.hub's file names
+    (`weights-...-6726825d.pth`: the file's sha256 starts with 6726825d); see `checksum_matches`."""
     if source.sha256:
+        if not 8 <= len(source.sha256) <= 64:
+            raise ValueError(f"Source {source.filename!r}: a sha256 (prefix) needs 8 to 64 hex digits")
         return "sha256", source.sha256.lower()
     if source.md5:
         return "md5", source.md5.lower()
     raise ValueError(f"Source {source.filename!r} has neither sha256 nor md5; a raw file must carry a checksum")
+
+
+def checksum_matches(found: str, expected: str) -> bool:
+    """True when a full hex digest equals the expected one, or starts with an expected prefix."""
+    return found == expected or (len(expected) < len(found) and found.startswith(expected))
+
+
+def describe_checksum(algorithm: str, expected: str) -> str:
+    """'sha256 abc...' or, for a prefix, 'a sha256 starting with 6726825d'."""
+    return f"{algorithm} {expected}" if len(expected) in (32, 64) else f"a {algorithm} starting with {expected}"
 
 
 def file_digest(path: str | os.PathLike, algorithm: str) -> str:
@@ -72,14 +87,14 @@ def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float =
     target = raw_dir / source.filename
     if target.exists():
         found = file_digest(target, algorithm)
-        if found != expected:
+        if not checksum_matches(found, expected):
             raise ChecksumMismatch(
-                f"{target.resolve()}: {algorithm} {found} differs from the expected {expected}; "
+                f"{target.resolve()}: {algorithm} {found} differs from the expected {describe_checksum(algorithm, expected)}; "
                 f"delete it so that it is downloaded again"
                 f"{f' from {source.url}' if source.url else ''}, or replace it with the right file."
             )
         return target
-    by_hand = f"put the file at {target.resolve()} by hand ({algorithm} {expected})"
+    by_hand = f"put the file at {target.resolve()} by hand ({describe_checksum(algorithm, expected)})"
     if not source.url:
         raise RawFileMissing(f"{source.filename} is not in {raw_dir.resolve()} and has no download URL; {by_hand}.")
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -88,9 +103,16 @@ def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float =
         digest = hashlib.new(algorithm)
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=timeout) as response:
+                if response.headers.get_content_type() == "text/html":  # a login or confirmation page
+                    raise RawFileMissing(
+                        f"{source.url} answered with an HTML page (a login, licence or download-confirmation "
+                        f"page), not the file; download it in a browser and {by_hand}."
+                    )
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     digest.update(chunk)
                     out.write(chunk)
+        except RawFileMissing:
+            raise
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             raise RawFileMissing(
@@ -98,9 +120,10 @@ def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float =
                 f"offline, download it elsewhere and {by_hand}."
             ) from None
         found = digest.hexdigest()
-        if found != expected:
+        if not checksum_matches(found, expected):
             raise ChecksumMismatch(
-                f"{source.url} served a file with {algorithm} {found}, not the expected {expected}; "
+                f"{source.url} served a file with {algorithm} {found}, not the expected "
+                f"{describe_checksum(algorithm, expected)}; "
                 f"nothing was written. Check the URL, or {by_hand}."
             )
         os.replace(tmp, target)

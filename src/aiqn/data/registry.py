@@ -43,6 +43,9 @@ class DatasetSpec:
     prepare: Callable[[Path, dict], tuple[dict, dict, dict]]
     sources: tuple[Source, ...] = field(default_factory=tuple)
     description: str = ""
+    # raw files the pipeline fetches into data/raw/{name}/ (the `download` rule), each with its
+    # URL (or none: placed by hand) and checksum; empty for datasets that ship with a package
+    downloads: tuple[Source, ...] = field(default_factory=tuple)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -51,6 +54,7 @@ class DatasetSpec:
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
+_DOWNLOADS: dict[str, tuple[Source, ...]] = {}
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -58,7 +62,31 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"dataset {spec.name!r} is registered twice")
     _REGISTRY[spec.name] = spec
+    if spec.downloads:
+        register_downloads(spec.name, spec.downloads)
     return spec
+
+
+def register_downloads(group: str, sources: tuple[Source, ...]) -> None:
+    """Declare raw files that live in `data/raw/{group}/` (a dataset's archives, or another
+    input such as the Inception weights); the `download` rule fetches and verifies them."""
+    if group in _DOWNLOADS:
+        raise ValueError(f"download group {group!r} is registered twice")
+    _DOWNLOADS[group] = tuple(sources)
+
+
+def downloads(group: str) -> tuple[Source, ...]:
+    """The raw files of a download group (empty for a dataset that needs none)."""
+    return _DOWNLOADS.get(group, ())
+
+
+def download_source(group: str, filename: str) -> Source:
+    """The Source named `filename` in a download group; the error lists what exists."""
+    for source in _DOWNLOADS.get(group, ()):
+        if source.filename == filename:
+            return source
+    known = ", ".join(f"{g}/{s.filename}" for g, items in sorted(_DOWNLOADS.items()) for s in items) or "none"
+    raise KeyError(f"no raw file {group}/{filename} is registered; known raw files: {known}")
 
 
 def get_dataset(name: str) -> DatasetSpec:
