@@ -10,13 +10,55 @@ wildcard_constraints:
 PYTHON = "python -m aiqn"
 
 
+INCEPTION_WEIGHTS = "data/raw/inception/weights-inception-2015-12-05-6726825d.pth"  # aiqn.metrics.inception
+
+
+def models_for(dataset):
+    """The models run on a dataset: run.models_per_dataset[dataset], else run.models."""
+    return config["run"].get("models_per_dataset", {}).get(dataset, config["run"]["models"])
+
+
+def run_pairs():
+    """(dataset, model) of every model trained in this run, in config order."""
+    return [(dataset, model) for dataset in config["run"]["datasets"] for model in models_for(dataset)]
+
+
+def _merged(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def model_entry(dataset, model):
+    """A model's definition on one dataset: its sections with dataset_overrides[dataset] merged in."""
+    entry = config["models"][model]
+    override = entry.get("dataset_overrides", {}).get(dataset, {})
+    return _merged({k: v for k, v in entry.items() if k != "dataset_overrides"}, override)
+
+
 def check_run_config():
+    """Fail at parse time, naming the key, when the run names something params.yaml lacks."""
+    import jsonschema
+    import yaml
+
     for name in config["run"]["datasets"]:
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
-    for name in config["run"]["models"]:
-        if name not in config["models"]:
-            raise ValueError(f"params.yaml: run.models lists {name!r} but models.{name} is missing")
+    for name in config["run"].get("models_per_dataset", {}):
+        if name not in config["run"]["datasets"]:
+            raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which run.datasets does not list")
+    schema = yaml.safe_load(open(workflow.source_path("../schemas/params.schema.yaml")))
+    model_schema = {"$defs": schema["$defs"], **schema["$defs"]["model"]}
+    for dataset, model in run_pairs():
+        if model not in config["models"]:
+            raise ValueError(f"params.yaml: the run lists model {model!r} on {dataset} but models.{model} is missing")
+        try:
+            jsonschema.validate(model_entry(dataset, model), model_schema)
+        except jsonschema.ValidationError as error:
+            where = ".".join(map(str, error.absolute_path))
+            raise ValueError(f"params.yaml: models.{model} with dataset_overrides.{dataset}: {where}: "
+                             f"{error.message}") from None
 
 
 check_run_config()
@@ -27,30 +69,52 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def train_section(model):
-    section = dict(config["models"][model]["train"])
+def train_section(dataset, model):
+    section = dict(model_entry(dataset, model)["train"])
     section.setdefault("seed", config.get("seed", 0))
     return section
 
 
-def checkpoint_steps(model):
-    """Zero-padded steps of the checkpoints a model keeps (the last step included)."""
-    section = train_section(model)
+def checkpoint_steps(dataset, model):
+    """Zero-padded steps of the checkpoints a model keeps on a dataset (the last step included)."""
+    section = train_section(dataset, model)
     steps = sorted(set(section["checkpoint_steps"]) | {section["steps"]})
     return [f"{s:07d}" for s in steps]
 
 
-def final_step(model):
-    return checkpoint_steps(model)[-1]
+def final_step(dataset, model):
+    return checkpoint_steps(dataset, model)[-1]
 
 
-def model_config_json(model):
-    entry = config["models"][model]
+def model_config_json(dataset, model):
+    entry = model_entry(dataset, model)
     return as_json({"head": entry["head"], **entry["architecture"]})
 
 
+def uses_gpu():
+    """Whether jobs that run models may run on CUDA (device auto or cuda)."""
+    return config.get("device", "auto") != "cpu"
+
+
+def training_gpus(dataset, model):
+    """GPUs one training job takes (the `gpu` resource); 0 on device cpu."""
+    return model_entry(dataset, model).get("gpus", 1) if uses_gpu() else 0
+
+
+def extractor_kind():
+    return config["evaluation"].get("extractor", "classifier")
+
+
 def extractor_name(dataset):
-    return f"{dataset}-classifier"
+    """The feature extractor's name in metric labels and reference paths."""
+    return "inception-v3" if extractor_kind() == "inception" else f"{dataset}-classifier"
+
+
+def extractor_path(dataset):
+    """The file the feature extractor is loaded from: an input of every evaluation rule."""
+    if extractor_kind() == "inception":
+        return INCEPTION_WEIGHTS
+    return f"results/extractors/{dataset}/classifier.pt"
 
 
 def reference_path(dataset):
@@ -60,9 +124,9 @@ def reference_path(dataset):
 
 def metric_files(dataset):
     files = [f"results/metrics/{dataset}/real_test.json"]
-    for model in config["run"]["models"]:
+    for model in models_for(dataset):
         files += expand("results/metrics/{dataset}/{model}/{step}.json", dataset=dataset, model=model,
-                        step=checkpoint_steps(model))
+                        step=checkpoint_steps(dataset, model))
     return files
 
 
@@ -70,5 +134,8 @@ def all_reports():
     targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
     for dataset in config["run"]["datasets"]:
         targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
-                    f"reports/figures/{dataset}_loss.png", f"results/extractors/{dataset}/classifier.json"]
+                    f"reports/figures/{dataset}_loss.png"]
+        if extractor_kind() == "classifier":
+            targets.append(f"results/extractors/{dataset}/classifier.json")
+    targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
     return targets

@@ -13,3 +13,37 @@ rule prepare_data:
     shell:
         "{PYTHON} --threads {threads} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
         " --out-dir data/processed/{wildcards.dataset} --options {params.options:q} > {log} 2>&1"
+
+
+# A raw file of a registered download group (a dataset's archives, or the Inception weights),
+# fetched with its checksum; a file placed there by hand is verified instead. Offline, or where a
+# source needs a login, the job stops with a message naming the path and the checksum.
+rule download:
+    output:
+        "data/raw/{group}/{filename}",
+    wildcard_constraints:
+        group=r"[A-Za-z0-9_-]+",
+        filename=r"[^/]+",
+    log:
+        "logs/download/{group}/{filename}.log",
+    shell:
+        "{PYTHON} download --group {wildcards.group} --file {wildcards.filename} --raw-dir data/raw/{wildcards.group}"
+        " > {log} 2>&1"
+
+
+# DVC tracking of raw downloads (params: track_raw): once a group's files are verified (by
+# prepare_data, or the download rule for the Inception weights), `dvc add` records them in
+# data/raw/{group}.dvc; commit that file to git and `dvc push` uploads the raw files.
+rule track_raw:
+    input:
+        lambda w: INCEPTION_WEIGHTS if w.group == "inception" else f"data/processed/{w.group}/meta.json",
+    output:
+        "data/raw/{group}.dvc",
+    wildcard_constraints:
+        group=r"[A-Za-z0-9_-]+",
+    resources:
+        dvc_lock=1,
+    log:
+        "logs/track_raw/{group}.log",
+    shell:
+        "dvc add --quiet data/raw/{wildcards.group} > {log} 2>&1"

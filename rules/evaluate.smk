@@ -1,29 +1,38 @@
 # Evaluation: reference statistics once per (dataset, extractor, N); FID / IS (and bits/dim)
-# per checkpoint; the real test split against the same reference as the floor.
+# per checkpoint; the real test split against the same reference as the floor. The extractor
+# (evaluation.extractor) is the pipeline's classifier or Inception-v3; its file is an input of
+# every rule here, so new weights re-score everything.
 
 
 rule reference_stats:
     input:
-        extractor=rules.train_classifier.output.model,
+        extractor=lambda w: extractor_path(w.dataset),
         data=rules.prepare_data.output.train,
     output:
-        "results/reference/{dataset}/{dataset}-classifier_{n}.npz",
+        "results/reference/{dataset}/{extractor}_{n}.npz",
     params:
         seed=config["evaluation"].get("reference_seed", 0),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"].get("batch_size", 500),
+        device=config.get("device", "auto"),
     wildcard_constraints:
         n=r"\d+",
+    resources:
+        gpu=1 if uses_gpu() else 0,
     log:
-        "logs/reference_stats/{dataset}/{n}.log",
+        "logs/reference_stats/{dataset}/{extractor}_{n}.log",
     shell:
-        "{PYTHON} --threads {threads} reference-stats --extractor {input.extractor} --extractor-name {wildcards.dataset}-classifier"
-        " --data {input.data} --n {wildcards.n} --seed {params.seed} --out {output} > {log} 2>&1"
+        "{PYTHON} --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
+        " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --data {input.data} --n {wildcards.n} --seed {params.seed} --out {output}"
+        " > {log} 2>&1"
 
 
 rule evaluate_checkpoint:
     input:
         samples=rules.sample.output.samples,
         checkpoint="results/runs/{dataset}/{model}/ckpt_{step}.pt",
-        extractor=rules.train_classifier.output.model,
+        extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
@@ -32,14 +41,21 @@ rule evaluate_checkpoint:
         "results/metrics/{dataset}/{model}/{step}.json",
     params:
         splits=config["evaluation"].get("is_splits", 10),
-        final=lambda w: "--final" if w.step == final_step(w.model) else "",
+        final=lambda w: "--final" if w.step == final_step(w.dataset, w.model) else "",
+        name=lambda w: extractor_name(w.dataset),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"].get("batch_size", 500),
+        device=config.get("device", "auto"),
     threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     log:
         "logs/evaluate/{dataset}/{model}/{step}.log",
     shell:
         "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {wildcards.model}"
         " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
-        " --extractor-name {wildcards.dataset}-classifier --reference {input.reference} --test {input.test}"
+        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --reference {input.reference} --test {input.test}"
         " --dataset-meta {input.dataset_meta} --splits {params.splits} {params.final}"
         " --wildcards dataset={wildcards.dataset},model={wildcards.model},step={wildcards.step}"
         " --out {output} > {log} 2>&1"
@@ -48,16 +64,24 @@ rule evaluate_checkpoint:
 rule evaluate_real:
     input:
         test=rules.prepare_data.output.test,
-        extractor=rules.train_classifier.output.model,
+        extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         dataset_meta=rules.prepare_data.output.meta,
     output:
         "results/metrics/{dataset}/real_test.json",
     params:
         splits=config["evaluation"].get("is_splits", 10),
+        name=lambda w: extractor_name(w.dataset),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"].get("batch_size", 500),
+        device=config.get("device", "auto"),
+    resources:
+        gpu=1 if uses_gpu() else 0,
     log:
         "logs/evaluate_real/{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test} --extractor {input.extractor}"
-        " --extractor-name {wildcards.dataset}-classifier --reference {input.reference} --splits {params.splits}"
-        " --dataset-meta {input.dataset_meta} --wildcards dataset={wildcards.dataset} --out {output} > {log} 2>&1"
+        "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test}"
+        " --extractor {input.extractor} --extractor-name {params.name} --extractor-kind {params.kind}"
+        " --batch-size {params.batch_size} --device {params.device} --reference {input.reference}"
+        " --splits {params.splits} --dataset-meta {input.dataset_meta} --wildcards dataset={wildcards.dataset}"
+        " --out {output} > {log} 2>&1"

@@ -22,8 +22,8 @@ rule table1:
 rule figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [f"results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]],
-        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/{name}" for m in config["run"]["models"]
+        samples=lambda w: [f"results/samples/{w.dataset}/{m}/{final_step(w.dataset, m)}.npz" for m in models_for(w.dataset)],
+        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/{name}" for m in models_for(w.dataset)
                               for name in ("train_log.csv", "config.json")],
         metrics=lambda w: metric_files(w.dataset),
     output:
@@ -35,10 +35,10 @@ rule figures:
                     subcategory="{dataset}"),
     params:
         samples=lambda w: " ".join(
-            f"{m}=results/samples/{w.dataset}/{m}/{final_step(m)}.npz" for m in config["run"]["models"]
+            f"{m}=results/samples/{w.dataset}/{m}/{final_step(w.dataset, m)}.npz" for m in models_for(w.dataset)
         ),
         train_logs=lambda w: " ".join(
-            f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in config["run"]["models"]
+            f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in models_for(w.dataset)
         ),
         grid_n=config.get("report", {}).get("grid_n", 64),
     log:

@@ -16,6 +16,8 @@ rule sample:
         method=config["sampling"].get("method", "cached"),
         device=config.get("device", "auto"),
     threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     log:
         "logs/sample/{dataset}/{model}/{step}.log",
     shell:

@@ -21,30 +21,38 @@ rule train_classifier:
         " --test {input.test} --config {params.cfg:q} --out {output.model} --report {output.report} > {log} 2>&1"
 
 
-# One training rule per model, because each model keeps its own set of checkpoint steps
-# (a rule's outputs cannot depend on a wildcard's value otherwise).
-for _model in config["models"]:
+# One training rule per (dataset, model) of the run, because each keeps its own checkpoint steps
+# (a rule's outputs cannot depend on a wildcard's value otherwise), and a model's definition may
+# differ per dataset (dataset_overrides). With gpus > 1 on CUDA the job runs under torchrun
+# (DistributedDataParallel, one process per GPU); it declares resources gpu=N, so
+# `--resources gpu=K` on a workstation and a cluster profile schedule it right.
+for _dataset, _model in run_pairs():
 
     rule:
         name:
-            f"train_{_model}"
+            f"train_{_dataset}_{_model}".replace("-", "_")
         input:
-            train=rules.prepare_data.output.train,
+            train=f"data/processed/{_dataset}/train.npz",
         output:
-            checkpoints=[f"results/runs/{{dataset}}/{_model}/ckpt_{step}.pt" for step in checkpoint_steps(_model)],
-            log_csv=f"results/runs/{{dataset}}/{_model}/train_log.csv",
-            config=f"results/runs/{{dataset}}/{_model}/config.json",
+            checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)],
+            log_csv=f"results/runs/{_dataset}/{_model}/train_log.csv",
+            config=f"results/runs/{_dataset}/{_model}/config.json",
         params:
+            dataset=_dataset,
             model=_model,
-            model_config=model_config_json(_model),
-            train_config=as_json(train_section(_model)),
+            model_config=model_config_json(_dataset, _model),
+            train_config=as_json(train_section(_dataset, _model)),
             device=config.get("device", "auto"),
+            launcher=(f"torchrun --standalone --nproc_per_node {training_gpus(_dataset, _model)} -m aiqn"
+                      if training_gpus(_dataset, _model) > 1 else PYTHON),
         threads: 1
+        resources:
+            gpu=training_gpus(_dataset, _model),
         log:
-            f"logs/train/{{dataset}}/{_model}.log",
+            f"logs/train/{_dataset}/{_model}.log",
         shell:
-            "{PYTHON} --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
+            "{params.launcher} --threads {threads} train --dataset {params.dataset} --data {input.train}"
             " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-            " --state-dir state/train/{wildcards.dataset}/{params.model}"
-            " --out-dir results/runs/{wildcards.dataset}/{params.model} --device {params.device}"
+            " --state-dir state/train/{params.dataset}/{params.model}"
+            " --out-dir results/runs/{params.dataset}/{params.model} --device {params.device}"
             " --no-progress > {log} 2>&1"

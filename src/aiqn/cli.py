@@ -62,10 +62,36 @@ def cmd_train_classifier(args) -> None:
     log.info("classifier test accuracy %.4f (%d test images)", report["test_accuracy"], report["n_test"])
 
 
+def cmd_download(args) -> None:
+    import aiqn.data  # noqa: F401  (registers the datasets' raw files)
+    import aiqn.metrics.inception  # noqa: F401  (registers the Inception weights)
+    from aiqn.data.download import ensure_raw_file
+    from aiqn.data.registry import download_source
+
+    path = ensure_raw_file(download_source(args.group, args.file), args.raw_dir)
+    log.info("%s is in place and verified", path)
+
+
+def _extractor(args):
+    """The feature extractor an evaluation verb was given, and the name its labels carry."""
+    from aiqn.evaluation import extractor_label, load_extractor
+
+    extractor = load_extractor(args.extractor_kind, args.extractor, device=resolve_device(args.device),
+                               batch_size=args.batch_size)
+    return extractor, extractor_label(args.extractor_name, args.extractor_kind, args.extractor)
+
+
+def _levels(dataset: str) -> int:
+    from aiqn.data import get_dataset
+
+    return get_dataset(dataset).levels
+
+
 def cmd_reference_stats(args) -> None:
     from aiqn.evaluation import reference_statistics
 
-    meta = reference_statistics(args.extractor, args.data, args.n, args.seed, args.out, args.extractor_name)
+    extractor, name = _extractor(args)
+    meta = reference_statistics(extractor, args.data, args.n, args.seed, args.out, name, _levels(args.dataset))
     log.info("reference statistics of %d images written to %s", meta["n"], args.out)
 
 
@@ -142,12 +168,14 @@ def cmd_evaluate(args) -> None:
 
     with np.load(args.samples) as arrays:
         images = arrays["images"]
-    metrics = score_images(images, args.extractor, args.reference, args.splits, args.extractor_name)
+    extractor, name = _extractor(args)
+    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt["config"]["head"] == "categorical":
         test_images, _ = load_split(args.test)
-        model = model_from_checkpoint(ckpt, use_ema=True)
-        metrics.append({"metric": "bits/dim", "value": bits_per_dim(model, test_images),
+        device = resolve_device(args.device)
+        model = model_from_checkpoint(ckpt, use_ema=True, device=device)
+        metrics.append({"metric": "bits/dim", "value": bits_per_dim(model, test_images, device=device),
                         "label": f"bits/dim ({args.dataset} test split, {ckpt['config']['levels']} levels, EMA weights)"})
     sample_meta = read_json(args.samples + ".json")
     samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
@@ -160,7 +188,7 @@ def cmd_evaluate(args) -> None:
               "provenance": evaluation_record(
                   checkpoint=checkpoint, samples=samples, reference_path=args.reference,
                   reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
-                  rule="evaluate_checkpoint", wildcards=_wildcards(args.wildcards), device="cpu")}
+                  rule="evaluate_checkpoint", wildcards=_wildcards(args.wildcards), device=resolve_device(args.device))}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
@@ -173,7 +201,8 @@ def cmd_evaluate_real(args) -> None:
     from aiqn.utils import file_record, write_json
 
     images, _ = load_split(args.test)
-    metrics = score_images(images, args.extractor, args.reference, args.splits, args.extractor_name, what="test")
+    extractor, name = _extractor(args)
+    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset), what="test")
     record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
               "provenance": evaluation_record(
@@ -181,7 +210,7 @@ def cmd_evaluate_real(args) -> None:
                                             "method": "real test split"},
                   reference_path=args.reference, reference_meta=load_statistics(args.reference)[2],
                   dataset_meta=args.dataset_meta, rule="evaluate_real", wildcards=_wildcards(args.wildcards),
-                  device="cpu")}
+                  device=resolve_device(args.device))}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
@@ -267,9 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--report", required=True)
 
+    p = verb("download", cmd_download, "fetch (or verify a hand-placed) raw file into data/raw/GROUP/")
+    p.add_argument("--group", required=True, help="a dataset name, or inception")
+    p.add_argument("--file", required=True, help="the raw file's name")
+    p.add_argument("--raw-dir", required=True)
+
+    def extractor_args(p):
+        p.add_argument("--extractor", required=True, help="classifier checkpoint or Inception weights file")
+        p.add_argument("--extractor-name", required=True)
+        p.add_argument("--extractor-kind", choices=["classifier", "inception"], default="classifier")
+        p.add_argument("--batch-size", type=int, default=500, help="images per feature-extraction batch")
+        p.add_argument("--device", default="cpu")
+
     p = verb("reference-stats", cmd_reference_stats, "feature statistics of N real training images")
-    p.add_argument("--extractor", required=True)
-    p.add_argument("--extractor-name", required=True)
+    extractor_args(p)
+    p.add_argument("--dataset", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -298,15 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = verb("evaluate", cmd_evaluate, "FID / IS (and bits/dim) of one checkpoint's samples")
-    for name in ("dataset", "model", "samples", "checkpoint", "extractor", "extractor-name", "reference", "test",
-                 "dataset-meta", "out"):
+    extractor_args(p)
+    for name in ("dataset", "model", "samples", "checkpoint", "reference", "test", "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
 
     p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
-    for name in ("dataset", "test", "extractor", "extractor-name", "reference", "dataset-meta", "out"):
+    extractor_args(p)
+    for name in ("dataset", "test", "reference", "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
@@ -350,11 +392,14 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from aiqn.data.download import ChecksumMismatch
+    from aiqn.metrics.inception import InceptionUnavailable
     from aiqn.report.provenance import ProvenanceError
 
     try:
         args.func(args)
-    except (ProvenanceError, FileNotFoundError) as error:  # bad input: one line, no traceback
+    # bad or missing input, or an optional extra that is not installed: one line, no traceback
+    except (ProvenanceError, FileNotFoundError, ChecksumMismatch, InceptionUnavailable) as error:
         print(f"aiqn {args.verb}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
