@@ -7,7 +7,15 @@ import torch
 
 from aiqn.data import load_split
 from aiqn.models import PixelCNNConfig, build_model
-from aiqn.training import TrainConfig, load_checkpoint, model_loss, train, update_ema
+from aiqn.training import (
+    BatchSampler,
+    TrainConfig,
+    freeze_unused_parameters,
+    load_checkpoint,
+    model_loss,
+    train,
+    update_ema,
+)
 
 SMALL = dict(blocks=2, filter_size=3, planes=16, output_planes=32)
 
@@ -111,3 +119,96 @@ def test_update_ema_hand_computed():
         source.weight.fill_(3.0)
     update_ema(target, source, rate=0.75)
     assert target.weight.item() == pytest.approx(0.75 * 1.0 + 0.25 * 3.0)
+
+
+def test_new_train_config_fields_are_validated():
+    tc = TrainConfig(steps=10)
+    assert (tc.precision, tc.compile, tc.channels_last) == ("fp32", False, False)
+    TrainConfig(steps=10, precision="bf16", compile=True, channels_last=True)
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(steps=10, precision="fp16")
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(steps=10, compile="yes")
+    with pytest.raises(ValueError, match="channels_last"):
+        TrainConfig(steps=10, channels_last=1)
+
+
+def _losses(run_dir) -> np.ndarray:
+    return np.loadtxt(run_dir / "train_log.csv", delimiter=",", skiprows=1, usecols=1)  # (steps,)
+
+
+@pytest.mark.parametrize("head", ["categorical", "quantile"])
+def test_bf16_autocast_trains_with_a_float32_loss(digits_train, tmp_path, head):
+    config = PixelCNNConfig(head=head, **SMALL)
+    images = torch.from_numpy(digits_train[0][:8]).long()
+    torch.manual_seed(0)
+    model = build_model(config)
+    tau = torch.rand(images.shape)
+    fp32 = model_loss(model, images, None, 0.002, tau=tau)
+    bf16 = model_loss(model, images, None, 0.002, tau=tau, precision="bf16")
+    assert bf16.dtype == torch.float32 and bf16.item() != fp32.item()  # autocast was on, the loss is float32
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
+    tc = TrainConfig(steps=5, batch_size=8, precision="bf16", seed=2)
+    train(config, tc, digits_train[0], tmp_path, progress=False)
+    assert np.all(np.isfinite(_losses(tmp_path))) and len(_losses(tmp_path)) == 5
+
+
+@pytest.mark.parametrize("head", ["categorical", "quantile"])
+def test_channels_last_trains_like_the_default_layout(digits_train, tmp_path, head):
+    config = PixelCNNConfig(head=head, **SMALL)
+    runs = {}
+    for channels_last in (False, True):
+        tc = TrainConfig(steps=6, batch_size=8, seed=2, channels_last=channels_last)
+        runs[channels_last] = train(config, tc, digits_train[0], tmp_path / str(channels_last), progress=False)[6]
+    np.testing.assert_allclose(_losses(tmp_path / "True"), _losses(tmp_path / "False"), atol=1e-5)
+    a, b = load_checkpoint(runs[False]), load_checkpoint(runs[True])
+    for name in a["model"]:
+        torch.testing.assert_close(b["model"][name], a["model"][name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile is not supported on this Python")
+def test_compiled_training_saves_the_plain_module(digits_train, tmp_path, monkeypatch):
+    """compile=True trains like eager and saves keys without `_orig_mod.`. The test compiles with
+    the aot_eager backend: Inductor needs a C++ compiler and half a minute per tiny model on CPU."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    for head in ("categorical", "quantile"):
+        config = PixelCNNConfig(head=head, **SMALL)
+        paths = {flag: train(config, TrainConfig(steps=3, batch_size=8, compile=flag), digits_train[0],
+                             tmp_path / f"{head}{flag}", progress=False)[3] for flag in (False, True)}
+        eager, compiled = load_checkpoint(paths[False]), load_checkpoint(paths[True])
+        assert compiled["model"].keys() == eager["model"].keys() == compiled["ema"].keys()
+        for name in eager["model"]:
+            torch.testing.assert_close(compiled["model"][name], eager["model"][name], atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(_losses(tmp_path / f"{head}True"), _losses(tmp_path / f"{head}False"), atol=1e-5)
+
+
+def test_batch_sampler_draws_index_then_tau_from_the_generator():
+    """The draws (and so the batches of a seed) are those of the loop before BatchSampler existed."""
+    images = np.random.default_rng(0).integers(0, 17, size=(50, 1, 8, 8), dtype=np.uint8)
+    sampler = BatchSampler(images, None, 6, torch.Generator().manual_seed(4), "cpu", draw_tau=True)
+    reference = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        batch = sampler.draw()
+        index = torch.randint(50, (6,), generator=reference)
+        assert torch.equal(batch.images, torch.from_numpy(images).long()[index])
+        assert torch.equal(batch.tau, torch.rand((6, 1, 8, 8), generator=reference))
+    half = BatchSampler(images, None, 6, torch.Generator().manual_seed(4), "cpu", draw_tau=True, shard=slice(3, 6))
+    assert half.draw().images.shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("head", ["categorical", "quantile"])
+def test_freeze_unused_parameters_finds_the_parameters_without_gradient(digits_train, head):
+    """The parameters DDP must leave out are exactly those a training step leaves without a gradient."""
+    torch.manual_seed(0)
+    model = build_model(PixelCNNConfig(head=head, **SMALL))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = freeze_unused_parameters(model)
+    assert "blocks.1.residual.weight" in frozen and all(p.grad is None for p in model.parameters())
+    assert _states_equal(before, model.state_dict())
+    fresh = build_model(PixelCNNConfig(head=head, **SMALL))
+    images = torch.from_numpy(digits_train[0][:4]).long()
+    model_loss(fresh, images, torch.Generator().manual_seed(0), 0.002).backward()
+    assert frozen == [name for name, p in fresh.named_parameters() if p.grad is None]
