@@ -97,6 +97,7 @@ def cmd_reference_stats(args) -> None:
 
 def cmd_train(args) -> None:
     from aiqn.data import get_dataset, load_split
+    from aiqn.distributed import init_from_env, is_main, shutdown
     from aiqn.models import PixelCNNConfig
     from aiqn.training import TrainConfig, train
 
@@ -106,13 +107,28 @@ def cmd_train(args) -> None:
                                   **model_cfg)
     if model_config.num_classes and model_config.num_classes != spec.num_classes:
         raise SystemExit(f"num_classes={model_config.num_classes} but {args.dataset} has {spec.num_classes} classes")
-    train_config = TrainConfig(**json.loads(args.train_config))
+    train_fields = json.loads(args.train_config)
+    if args.selected:  # the configuration a sweep chose (optimizer, lr, schedule, kappa) over params
+        from aiqn.sweep import train_overrides
+        from aiqn.utils import read_json
+
+        chosen = read_json(args.selected)
+        train_fields.update(train_overrides(chosen["config"], train_fields["steps"]))
+        log.info("sweep choice %s from %s: %s", chosen["chosen"], args.selected, chosen["config"])
+    train_config = TrainConfig(**train_fields)
     images, labels = load_split(args.data)
-    device = resolve_device(args.device)
-    log.info("training %s on %s (%d images) on %s", model_config.head, args.dataset, len(images), device)
-    checkpoints = train(model_config, train_config, images, args.state_dir, labels=labels, device=device,
-                        progress=not args.no_progress)
-    publish(args.state_dir, args.out_dir, checkpoints)
+    # under torchrun (models.<name>.gpus > 1): one process per GPU, DistributedDataParallel
+    info = init_from_env(resolve_device(args.device))
+    try:
+        if is_main(info):
+            log.info("training %s on %s (%d images) on %s x %d", model_config.head, args.dataset, len(images),
+                     info.device, info.world_size)
+        checkpoints = train(model_config, train_config, images, args.state_dir, labels=labels, device=info.device,
+                            progress=not args.no_progress, dist=info)
+        if is_main(info):  # only rank 0 publishes
+            publish(args.state_dir, args.out_dir, checkpoints)
+    finally:
+        shutdown(info)
 
 
 def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
@@ -268,6 +284,72 @@ def cmd_figures(args) -> None:
     plot_loss_curves(logs, args.loss_out, {model: loss_names[head] for model, head in heads.items()})
 
 
+def cmd_sweep_configs(args) -> None:
+    from aiqn.sweep import draw_configs
+    from aiqn.sweep_trial import write_configs
+
+    rows = draw_configs(json.loads(args.space), args.n, args.seed, args.model)
+    write_configs(args.out, rows)
+    log.info("%d configurations of %s drawn (seed %d) -> %s", len(rows), args.model, args.seed, args.out)
+
+
+def cmd_sweep_trial(args) -> None:
+    from aiqn.data import get_dataset, load_split
+    from aiqn.evaluation import score_images
+    from aiqn.models import PixelCNNConfig
+    from aiqn.sweep_trial import config_row, run_trial
+    from aiqn.utils import file_record, write_json
+
+    spec = get_dataset(args.dataset)
+    model_config = PixelCNNConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
+                                  **json.loads(args.model_config))
+    images, labels = load_split(args.data)
+    extractor, name = _extractor(args)
+    row = config_row(args.configs, args.trial)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    record = run_trial(
+        row=row, model_config=model_config, base_train=json.loads(args.base_train), sweep_steps=args.steps,
+        budgets=budgets, rung=args.rung, images=images, labels=labels, state_dir=args.state_dir,
+        device=resolve_device(args.device), n_samples=args.n_samples, sample_batch=args.sample_batch,
+        sample_seed=args.sample_seed, metric=args.metric,
+        score=lambda samples: score_images(samples, extractor, args.reference, args.splits, name, spec.levels))
+    record.update(dataset=args.dataset, model=args.model, attempt=args.attempt, configs=file_record(args.configs),
+                  data=file_record(args.data), environment=environment(resolve_device(args.device)))
+    write_json(args.out, record)
+    log.info("trial %s rung %d: %s %s (%s)", args.trial, args.rung, args.metric, record["value"], record["status"])
+
+
+def cmd_sweep_rung(args) -> None:
+    from aiqn.sweep_trial import rung_decision
+    from aiqn.utils import read_json, write_json
+
+    decision = rung_decision([read_json(p) for p in args.results], args.metric, args.keep, args.rung, args.budget)
+    write_json(args.out, decision)
+    log.info("rung %d: promoted %s", args.rung, ", ".join(decision["promoted"]) or "none")
+
+
+def cmd_sweep_select(args) -> None:
+    from aiqn.sweep_trial import selection
+    from aiqn.utils import file_record, read_json, write_json
+
+    chosen = selection([read_json(p) for p in args.decisions], [read_json(p) for p in args.results], args.metric)
+    chosen.update(eta=args.eta, mode="exhaustive" if len(chosen["budgets"]) == 1 else "successive halving",
+                  results=[file_record(p) for p in args.results])
+    write_json(args.out, chosen)
+    log.info("chosen %s (%s %.4g) among %d configurations", chosen["chosen"], args.metric, chosen["value"],
+             chosen["n_trials"])
+
+
+def cmd_sweep_report(args) -> None:
+    from aiqn.report.sweeps import plot_sweep, sweep_table, write_sweep_table
+    from aiqn.utils import read_json
+
+    title = f"{args.dataset} / {args.model}: hyperparameter sweep"
+    frame = sweep_table(args.results, args.selected)
+    write_sweep_table(frame, args.csv, args.md, title, read_json(args.selected))
+    plot_sweep(frame, args.figure, title)
+
+
 # ------------------------------------------------------------------------------------ argparse
 
 
@@ -322,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config", required=True, help="JSON: head and architecture")
     p.add_argument("--train-config", required=True, help="JSON: optimizer, schedule, steps, ...")
     p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
+    p.add_argument("--selected", default=None, help="a sweep's selected.json: its configuration overrides")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -382,6 +465,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-out", required=True)
     p.add_argument("--curves-out", required=True)
     p.add_argument("--loss-out", required=True)
+    p = verb("sweep-configs", cmd_sweep_configs, "draw N configurations from a model's search space")
+    p.add_argument("--model", required=True)
+    p.add_argument("--space", required=True, help="JSON: the model's section of sweep.spaces")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = verb("sweep-trial", cmd_sweep_trial, "train one drawn configuration to a rung's budget and score it")
+    extractor_args(p)
+    for name in ("dataset", "model", "trial", "configs", "data", "model-config", "base-train", "reference",
+                 "state-dir", "out"):
+        p.add_argument(f"--{name}", required=True)
+    for name in ("rung", "steps", "n-samples"):
+        p.add_argument(f"--{name}", type=int, required=True)
+    p.add_argument("--budgets", required=True, help="steps at the end of each rung, comma-separated")
+    p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--sample-batch", type=int, default=500)
+    p.add_argument("--sample-seed", type=int, default=1)
+    p.add_argument("--metric", default="FID", choices=["FID", "IS"])
+    p.add_argument("--splits", type=int, default=10)
+
+    p = verb("sweep-rung", cmd_sweep_rung, "rank a rung's trials and promote the best 1/eta")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--metric", default="FID")
+    p.add_argument("--keep", type=int, required=True)
+    p.add_argument("--rung", type=int, required=True)
+    p.add_argument("--budget", type=int, required=True)
+    p.add_argument("--out", required=True)
+
+    p = verb("sweep-select", cmd_sweep_select, "the chosen configuration of a sweep")
+    p.add_argument("--decisions", nargs="+", required=True)
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--metric", default="FID")
+    p.add_argument("--eta", type=int, default=1)
+    p.add_argument("--out", required=True)
+
+    p = verb("sweep-report", cmd_sweep_report, "table and figure of every trial of a sweep")
+    for name in ("dataset", "model", "selected", "csv", "md", "figure"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--results", nargs="+", required=True)
     return parser
 
 
