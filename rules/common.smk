@@ -138,4 +138,5 @@ def all_reports():
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
+    targets += sweep_targets()
     return targets

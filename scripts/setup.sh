@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[test]"
+python -m pip install --quiet -e ".[test,slurm]"   # slurm: the executor plugin (profiles/slurm)
 python -c "import torch, snakemake, dvc; print(f'torch {torch.__version__}, snakemake and dvc ready')"

@@ -204,3 +204,47 @@ def test_dvc_round_trip_restores_a_run_that_needs_nothing_redone(ci_run, tmp_pat
         assert (clone / path).exists(), path
     dry = snakemake(clone, "--profile", "profiles/ci", "--dry-run")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+# ------------------------------------------------------------------------------------- sweeps
+
+
+@pytest.mark.slow
+def test_the_sweep_chooses_a_configuration_that_the_final_training_uses(ci_run):
+    for model in ("pixelcnn", "pixeliqn"):
+        sweep = ci_run / "results/sweeps/digits" / model
+        chosen = json.loads((sweep / "selected.json").read_text())
+        assert chosen["mode"] == "successive halving" and chosen["budgets"] == [20, 60]
+        rung0 = json.loads((sweep / "rung0.json").read_text())
+        assert len(rung0["ranking"]) == 3 and len(rung0["promoted"]) == 1  # the best third goes on
+        assert chosen["chosen"] == rung0["promoted"][0]
+        assert chosen["compute_steps"] == 3 * 20 + 40
+        trained = json.loads((ci_run / "results/runs/digits" / model / "config.json").read_text())["train"]
+        assert trained["optimizer"] == chosen["config"]["optimizer"]
+        assert trained["lr"] == pytest.approx(chosen["config"]["lr"])
+        if model == "pixeliqn":
+            assert trained["kappa"] == pytest.approx(chosen["config"]["kappa"])
+        report = pd.read_csv(ci_run / f"reports/sweeps/digits_{model}.csv")
+        assert len(report) == 4 and report.chosen.sum() == 1
+        assert (ci_run / f"reports/figures/digits_{model}_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (ci_run / "results/sweeps/photos32").exists()  # sweep.datasets: digits only
+
+
+@pytest.mark.slow
+def test_a_transiently_failed_trial_is_rerun_and_nothing_else(ci_run, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ci_run, repo, symlinks=True)
+    trial = repo / "results/sweeps/digits/pixeliqn/rung0/t001.json"
+    record = json.loads(trial.read_text())
+    record.update(status="failed", retry=True, reason="RuntimeError: CUDA out of memory", value=None)
+    trial.write_text(json.dumps(record))
+    planned = snakemake(repo, "--profile", "profiles/ci", "-n")
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    text = planned.stdout + planned.stderr
+    assert "--trial t001 --rung 0 --attempt 2" in text
+    assert "--trial t000" not in text and "--trial t002" not in text  # finished trials are kept
+    # a diverged trial is a result, not a failure to retry
+    record.update(status="diverged", retry=False, reason="the training loss is nan at step 3")
+    trial.write_text(json.dumps(record))
+    calm = snakemake(repo, "--profile", "profiles/ci", "-n")
+    assert "sweep-trial" not in calm.stdout + calm.stderr
