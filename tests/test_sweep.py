@@ -40,9 +40,11 @@ def test_an_unknown_hyperparameter_is_named():
 
 
 def test_the_configs_table_round_trips(tmp_path):
-    rows = draw_configs(CNN_SPACE, 5, 3, "pixelcnn")
-    write_configs(tmp_path / "configs.tsv", rows)
-    assert read_configs(tmp_path / "configs.tsv") == rows
+    for space, model in ((CNN_SPACE, "pixelcnn"), (IQN_SPACE, "pixeliqn")):
+        rows = draw_configs(space, 5, 3, model)
+        write_configs(tmp_path / "configs.tsv", rows)
+        assert read_configs(tmp_path / "configs.tsv") == rows
+    assert all(row["loss"] is None and row["kappa"] is None for row in draw_configs(CNN_SPACE, 5, 3, "pixelcnn"))
 
 
 def test_a_decaying_schedule_keeps_the_papers_proportions():

@@ -57,8 +57,8 @@ def draw_configs(space: dict, n: int, seed: int, model: str) -> list[dict]:
     for index in range(n):
         drawn = {name: _draw(space[name], rng) for name in COLUMNS[1:] if name in space}
         schedule = drawn.get("schedule", "constant")
-        loss = drawn.get("loss", "huber")
-        if schedule not in SCHEDULES or loss not in LOSSES:
+        loss = drawn.get("loss")  # None: the model has no quantile loss (PixelCNN)
+        if schedule not in SCHEDULES or loss not in (*LOSSES, None):
             raise ValueError(f"sweep space of {model}: schedule must be in {SCHEDULES}, loss in {LOSSES}")
         kappa = drawn.get("kappa")
         rows.append({"trial": trial_name(index), "optimizer": drawn.get("optimizer", "adam"),

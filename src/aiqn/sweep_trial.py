@@ -31,16 +31,18 @@ def write_configs(path: str | Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "lr": repr(row["lr"]), "kappa": "" if row["kappa"] is None else repr(row["kappa"])})
+            writer.writerow({**row, "lr": repr(row["lr"]), "kappa": "" if row["kappa"] is None else repr(row["kappa"]),
+                             "loss": row["loss"] or ""})
 
 
 def read_configs(path: str | Path) -> list[dict]:
-    """Rows of a configs.tsv (lr and kappa as floats, kappa None when empty)."""
+    """Rows of a configs.tsv (lr and kappa as floats; kappa and loss None when empty)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     for row in rows:
         row["lr"] = float(row["lr"])
         row["kappa"] = float(row["kappa"]) if row["kappa"] not in ("", None) else None
+        row["loss"] = row["loss"] or None
     return rows
 
 
