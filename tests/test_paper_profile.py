@@ -89,3 +89,15 @@ def test_a_bad_dataset_override_names_the_model_and_dataset(tmp_path):
     result = snakemake(repo, "-n", "--cores", "1")
     assert result.returncode != 0
     assert "models.pixeliqn with dataset_overrides.digits: train.optimizer: 'adagrad'" in result.stdout + result.stderr
+
+
+def test_the_papers_search_has_500_trials_per_model_and_feeds_the_cifar_training(tmp_path):
+    repo = copy_repo(tmp_path)
+    result = snakemake(repo, "--profile", "profiles/paper", "-n", "-p", "--configfile", "profiles/paper/params.yaml",
+                       "profiles/paper/sweep.yaml", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    assert re.search(r"^sweep_trial\s+1000$", text, re.MULTILINE)
+    assert "--steps 100000 --budgets 100000 --n-samples 2500" in text
+    assert "--selected results/sweeps/cifar10/pixeliqn/selected.json" in text
+    assert "--selected results/sweeps/imagenet32" not in text  # the search is on CIFAR-10 only
