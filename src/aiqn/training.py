@@ -346,7 +346,8 @@ def _config_digest(model_config: PixelCNNConfig, train_config: TrainConfig) -> s
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator) -> dict:
+    """Every RNG a training run draws from (torch, numpy, python, its data generator), for a checkpoint."""
     return {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
@@ -355,7 +356,8 @@ def _rng_state(generator: torch.Generator) -> dict:
     }
 
 
-def _restore_rng(state: dict, generator: torch.Generator) -> None:
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    """Put back the RNG states `rng_state` saved (exact resume)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -446,11 +448,11 @@ def train(
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _restore_rng(ckpt["rng"], data_generator)
+        restore_rng(ckpt["rng"], data_generator)
         start = ckpt["step"]
         if main:
             log.info("resuming from %s (step %d)", resume_from, start)
-            _truncate_log(log_path, start)
+            truncate_log(log_path, start)
     elif main:
         log_path.write_text(LOG_HEADER)
 
@@ -524,17 +526,17 @@ def _save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "schedule": {"lr_at_step": lr, "boundaries": train_config.lr_boundaries,
                          "values": train_config.lr_values, "base_lr": train_config.lr},
-            "rng": _rng_state(data_generator),
+            "rng": rng_state(data_generator),
             "torch_version": torch.__version__,
         },
         path,
     )
 
 
-def _truncate_log(log_path: Path, step: int) -> None:
+def truncate_log(log_path: Path, step: int, header: str = LOG_HEADER) -> None:
     """Drop log rows after `step` (written after the checkpoint a run resumes from)."""
     if not log_path.exists():
-        log_path.write_text(LOG_HEADER)
+        log_path.write_text(header)
         return
     lines = log_path.read_text().splitlines()
     kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +45,16 @@ from tqdm.auto import tqdm
 from aiqn.models.made import AutoregressiveQuantileMLP
 from aiqn.models.vae import ConvVAE, VAEConfig
 from aiqn.objectives import huber_quantile_loss
-from aiqn.training import NonFiniteLoss, checkpoint_name, latest_checkpoint, load_checkpoint, update_ema
+from aiqn.training import (
+    NonFiniteLoss,
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    truncate_log,
+    update_ema,
+)
 from aiqn.utils import set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -118,28 +126,6 @@ def quantile_loss(aiqn: AutoregressiveQuantileMLP, latents: torch.Tensor, tau: t
 def _config_digest(vae_config: VAEConfig, train_config: VAETrainConfig) -> str:
     payload = json.dumps({"kind": "vae", "model": asdict(vae_config), "train": asdict(train_config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "data": generator.get_state()}
-
-
-def _restore_rng(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    generator.set_state(state["data"])
-
-
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log rows after `step` (written after the checkpoint a run resumes from)."""
-    if not log_path.exists():
-        log_path.write_text(LOG_HEADER)
-        return
-    lines = log_path.read_text().splitlines()
-    kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
-    log_path.write_text("\n".join(kept) + "\n")
 
 
 class _LossLog:
@@ -226,10 +212,10 @@ def train_vae(
             aiqn.load_state_dict(ckpt["aiqn"])
             ema_aiqn.load_state_dict(ckpt["aiqn_ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        _restore_rng(ckpt["rng"], generator)
+        restore_rng(ckpt["rng"], generator)
         start = ckpt["step"]
         log.info("resuming from %s (step %d)", resume_from, start)
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start, LOG_HEADER)
     else:
         log_path.write_text(LOG_HEADER)
 
@@ -303,7 +289,7 @@ def _save_checkpoint(path: Path, step: int, vae_config: VAEConfig, train_config:
             "aiqn": aiqn.state_dict() if aiqn is not None else None,
             "aiqn_ema": ema_aiqn.state_dict() if ema_aiqn is not None else None,
             "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(generator),
+            "rng": rng_state(generator),
             "torch_version": torch.__version__,
         },
         path,
