@@ -134,7 +134,7 @@ def all_reports():
     targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
     for dataset in config["run"]["datasets"]:
         targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
-                    f"reports/figures/{dataset}_loss.png"]
+                    f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png"]
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]

@@ -47,3 +47,33 @@ rule figures:
         "{PYTHON} --threads {threads} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
         " --train-logs {params.train_logs} --metrics {input.metrics} --grid-n {params.grid_n}"
         " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss} > {log} 2>&1"
+
+
+# Inpainting (Figures 6 and 12): test images with their top rows given, K completions per model.
+rule inpainting:
+    input:
+        test=rules.prepare_data.output.test,
+        checkpoints=lambda w: [f"results/runs/{w.dataset}/{m}/ckpt_{final_step(w.dataset, m)}.pt" for m in models_for(w.dataset)],
+    output:
+        npz="results/inpainting/{dataset}.npz",
+        figure=report("reports/figures/{dataset}_inpainting.png", caption="../report/inpainting.rst",
+                      category="Figures", subcategory="{dataset}"),
+    params:
+        checkpoints=lambda w: " ".join(f"{m}=results/runs/{w.dataset}/{m}/ckpt_{final_step(w.dataset, m)}.pt"
+                                       for m in models_for(w.dataset)),
+        n_images=config.get("inpainting", {}).get("n_images", 8),
+        completions=config.get("inpainting", {}).get("completions", 5),
+        known_rows=config.get("inpainting", {}).get("known_rows", 0.5),
+        seed=config.get("inpainting", {}).get("seed", 0),
+        method=config["sampling"].get("method", "cached"),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/report/inpainting_{dataset}.log",
+    shell:
+        "{PYTHON} --threads {threads} inpaint --dataset {wildcards.dataset} --test {input.test}"
+        " --checkpoints {params.checkpoints} --n-images {params.n_images} --completions {params.completions}"
+        " --known-rows {params.known_rows} --seed {params.seed} --method {params.method} --device {params.device}"
+        " --out-npz {output.npz} --out-png {output.figure} > {log} 2>&1"

@@ -284,6 +284,38 @@ def cmd_figures(args) -> None:
     plot_loss_curves(logs, args.loss_out, {model: loss_names[head] for model, head in heads.items()})
 
 
+def cmd_inpaint(args) -> None:
+    from aiqn.data import load_split
+    from aiqn.inpainting import inpaint, masked_input, top_rows_mask
+    from aiqn.report import plot_inpainting
+    from aiqn.training import load_checkpoint, model_from_checkpoint
+    from aiqn.utils import file_record, save_npz_atomic, write_json
+
+    device = resolve_device(args.device)
+    test_images, test_labels = load_split(args.test)
+    index = np.sort(np.random.default_rng(args.seed).choice(len(test_images), size=args.n_images, replace=False))
+    originals = test_images[index]
+    panels, record = {}, {"test": file_record(args.test), "index": index.tolist(), "seed": args.seed,
+                          "known_rows": args.known_rows, "completions": args.completions, "models": {}}
+    for pair in args.checkpoints:
+        name, path = pair.split("=", 1)
+        ckpt = load_checkpoint(path, map_location=device)
+        model = model_from_checkpoint(ckpt, use_ema=True, device=device)
+        mask = top_rows_mask(originals.shape[1:], args.known_rows)
+        labels = torch.from_numpy(test_labels[index]) if model.config.num_classes else None  # the true classes
+        completions = inpaint(model, originals, mask, args.completions, args.seed, args.method, labels)
+        if not np.array_equal(completions[:, :, mask.numpy()], np.repeat(originals[:, None], args.completions, 1)[
+                :, :, mask.numpy()]):
+            raise RuntimeError(f"{name}: a known pixel changed during inpainting")
+        panels[name] = (masked_input(originals, mask, model.config.levels), completions, originals)
+        record["models"][name] = {"checkpoint": file_record(path), "step": ckpt["step"], "weights": "ema"}
+        levels = model.config.levels
+    save_npz_atomic(args.out_npz, originals=originals, **{f"{n}_completions": c for n, (_, c, _) in panels.items()})
+    plot_inpainting(panels, levels, args.out_png,
+                    title=f"{args.dataset}: inpainting, top {args.known_rows:.0%} of the rows given (EMA weights)")
+    write_json(args.out_npz + ".json", record)
+
+
 def cmd_sweep_configs(args) -> None:
     from aiqn.sweep import draw_configs
     from aiqn.sweep_trial import write_configs
@@ -465,6 +497,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-out", required=True)
     p.add_argument("--curves-out", required=True)
     p.add_argument("--loss-out", required=True)
+    p = verb("inpaint", cmd_inpaint, "complete test images whose top rows are given (Figures 6 and 12)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help="MODEL=CHECKPOINT of each model shown")
+    p.add_argument("--n-images", type=int, default=8)
+    p.add_argument("--completions", type=int, default=5)
+    p.add_argument("--known-rows", type=float, default=0.5, help="fraction of rows given, from the top")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=["cached", "naive"], default="cached")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out-npz", required=True)
+    p.add_argument("--out-png", required=True)
+
     p = verb("sweep-configs", cmd_sweep_configs, "draw N configurations from a model's search space")
     p.add_argument("--model", required=True)
     p.add_argument("--space", required=True, help="JSON: the model's section of sweep.spaces")

@@ -175,3 +175,30 @@ def plot_loss_curves(log_csvs: dict[str, str], out_png: str, ylabels: dict[str, 
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Training loss", fontsize=12)
     _save(fig, out_png)
+
+
+def plot_inpainting(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], levels: int, out_png: str,
+                    title: str = "") -> None:
+    """The Figure 6 / 12 analogue, one panel per model: a row per test image with the masked
+    input, its K completions and the original. `panels`: model -> (masked (M, C, H, W),
+    completions (M, K, C, H, W), originals (M, C, H, W)), all integer levels."""
+    fig = _new_figure(0.1, 0.1)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    width = 0.0
+    for ax, (name, (masked, completions, originals)) in zip(axes, panels.items()):
+        m, k = completions.shape[:2]
+        rows = np.concatenate([masked[:, None], completions, originals[:, None]], axis=1)  # (M, K+2, C, H, W)
+        grid = image_grid(rows.reshape(m * (k + 2), *rows.shape[2:]), levels, k + 2)
+        if grid.ndim == 2:
+            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(grid, interpolation="nearest")
+        ax.set_title(f"{name}\ninput | {k} completions | original", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        width = max(width, grid.shape[1])
+    side = min(7.0, max(3.5, 2.5 * width / DPI))
+    fig.set_size_inches(side * len(panels), side * (len(rows) / (k + 2)) + (0.8 if title else 0.5))
+    if title:
+        fig.suptitle(title, fontsize=12)
+    _save(fig, out_png)
