@@ -66,6 +66,14 @@ def image_grid(images: np.ndarray, levels: int, nrow: int) -> np.ndarray:
     return grid[0] if c == 1 else np.transpose(grid, (1, 2, 0))
 
 
+def _show_grid(ax, grid: np.ndarray) -> None:
+    """Draw an `image_grid` result: grey for one channel, RGB for three."""
+    if grid.ndim == 2:
+        ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+
+
 def _load_images(path: str) -> np.ndarray:
     with np.load(path) as data:
         if "images" not in data:
@@ -87,10 +95,7 @@ def plot_sample_grids(real_npz: str, sample_npzs: dict[str, str], levels: int, o
     fig = _new_figure(side * len(grids), side + (0.7 if title else 0.4))
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
     for ax, (name, count, grid) in zip(axes, grids):
-        if grid.ndim == 2:
-            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(grid, interpolation="nearest")
+        _show_grid(ax, grid)
         ax.set_title(f"{name}\n(first {count} images)", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -189,10 +194,7 @@ def plot_inpainting(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
         m, k = completions.shape[:2]
         rows = np.concatenate([masked[:, None], completions, originals[:, None]], axis=1)  # (M, K+2, C, H, W)
         grid = image_grid(rows.reshape(m * (k + 2), *rows.shape[2:]), levels, k + 2)
-        if grid.ndim == 2:
-            ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(grid, interpolation="nearest")
+        _show_grid(ax, grid)
         ax.set_title(f"{name}\ninput | {k} completions | original", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
