@@ -3,7 +3,7 @@
 import json
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9_-]+",
+    dataset=r"[A-Za-z0-9-]+",  # no "_": file names join dataset and model with "_"
     model=r"[A-Za-z0-9_-]+",
     step=r"\d{7}",
 
@@ -43,6 +43,9 @@ def check_run_config():
     import yaml
 
     for name in config["run"]["datasets"]:
+        if "_" in name:
+            raise ValueError(f"params.yaml: dataset name {name!r} has a '_'; report files join dataset and model "
+                             "names with '_', so dataset names use letters, digits and '-' only")
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
     for name in config["run"].get("models_per_dataset", {}):
@@ -137,6 +140,8 @@ def all_reports():
                     f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png"]
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")
+        targets += [f"reports/figures/{dataset}_{m}_density.png" for m in models_for(dataset)
+                    if model_entry(dataset, m)["head"] == "quantile"]
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
     targets += sweep_targets()
     return targets

@@ -77,3 +77,27 @@ rule inpainting:
         " --checkpoints {params.checkpoints} --n-images {params.n_images} --completions {params.completions}"
         " --known-rows {params.known_rows} --seed {params.seed} --method {params.method} --device {params.device}"
         " --out-npz {output.npz} --out-png {output.figure} > {log} 2>&1"
+
+
+# Quantile density (section 3.2): samples of each PixelIQN model with dQ/dtau = 1/p per
+# pixel-channel, computed exactly by a pixel-local backward pass (aiqn.density).
+rule density:
+    input:
+        checkpoint=lambda w: f"results/runs/{w.dataset}/{w.model}/ckpt_{final_step(w.dataset, w.model)}.pt",
+    output:
+        npz="results/density/{dataset}/{model}.npz",
+        figure=report("reports/figures/{dataset}_{model}_density.png", caption="../report/density.rst",
+                      category="Figures", subcategory="{dataset}"),
+    params:
+        seed=config["sampling"].get("seed", 1),
+        method=config["sampling"].get("method", "cached"),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/report/density_{dataset}_{model}.log",
+    shell:
+        "{PYTHON} --threads {threads} density --checkpoint {input.checkpoint} --n 16 --seed {params.seed}"
+        " --method {params.method} --device {params.device} --out-npz {output.npz} --out-png {output.figure}"
+        " > {log} 2>&1"

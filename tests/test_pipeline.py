@@ -248,3 +248,19 @@ def test_a_transiently_failed_trial_is_rerun_and_nothing_else(ci_run, tmp_path):
     trial.write_text(json.dumps(record))
     calm = snakemake(repo, "--profile", "profiles/ci", "-n")
     assert "sweep-trial" not in calm.stdout + calm.stderr
+
+
+@pytest.mark.slow
+def test_inpainting_and_quantile_density_figures_come_with_the_run(ci_run):
+    for dataset in ("digits", "photos32"):
+        record = json.loads((ci_run / f"results/inpainting/{dataset}.npz.json").read_text())
+        assert set(record["models"]) == {"pixelcnn", "pixeliqn"} and record["completions"] == 5
+        with __import__("numpy").load(ci_run / f"results/inpainting/{dataset}.npz") as arrays:
+            originals, completions = arrays["originals"], arrays["pixeliqn_completions"]
+        top = originals.shape[2] // 2
+        assert (completions[:, :, :, :top] == originals[:, None, :, :top]).all()  # the given half is kept
+        density = json.loads((ci_run / f"results/density/{dataset}/pixeliqn.npz.json").read_text())
+        assert density["fraction_matches_sample"] == 1.0 and density["n"] == 16
+        for figure in (f"{dataset}_inpainting.png", f"{dataset}_pixeliqn_density.png"):
+            assert (ci_run / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    assert not (ci_run / "reports/figures/digits_pixelcnn_density.png").exists()  # PixelIQN only

@@ -316,6 +316,30 @@ def cmd_inpaint(args) -> None:
     write_json(args.out_npz + ".json", record)
 
 
+def cmd_density(args) -> None:
+    from aiqn.density import density_map_figure, sample_with_density
+    from aiqn.training import load_checkpoint, model_from_checkpoint
+    from aiqn.utils import file_record, save_npz_atomic, write_json
+
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(args.checkpoint, map_location=device)
+    if ckpt["config"]["head"] != "quantile":
+        raise SystemExit(f"{args.checkpoint} is a {ckpt['config']['head']} model; the quantile density needs PixelIQN")
+    model = model_from_checkpoint(ckpt, use_ema=True, device=device)
+    # the same seed and batch size as `aiqn sample` give the same images
+    result = sample_with_density(model, args.n, args.seed, batch_size=args.batch_size, method=args.method,
+                                 progress=False)
+    save_npz_atomic(args.out_npz, **result.arrays())
+    density_map_figure(result.images[: args.figure_n], result.density[: args.figure_n], args.out_png,
+                       title=f"PixelIQN's implied log-density per pixel (step {ckpt['step']}, EMA weights)",
+                       levels=model.config.levels)
+    summary = {**result.summary(), "n": args.n, "seed": args.seed, "batch_size": args.batch_size,
+               "method": args.method, "step": ckpt["step"], "checkpoint": file_record(args.checkpoint),
+               "samples": file_record(args.out_npz)}
+    write_json(args.out_npz + ".json", summary)
+    log.info("density of %d samples: %s", args.n, {k: v for k, v in summary.items() if isinstance(v, float)})
+
+
 def cmd_sweep_configs(args) -> None:
     from aiqn.sweep import draw_configs
     from aiqn.sweep_trial import write_configs
@@ -506,6 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--known-rows", type=float, default=0.5, help="fraction of rows given, from the top")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=["cached", "naive"], default="cached")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out-npz", required=True)
+    p.add_argument("--out-png", required=True)
+
+    p = verb("density", cmd_density, "samples with PixelIQN's quantile density dQ/dtau = 1/p (section 3.2)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--method", choices=["cached", "naive"], default="cached")
+    p.add_argument("--figure-n", type=int, default=8, help="samples shown in the figure")
     p.add_argument("--device", default="auto")
     p.add_argument("--out-npz", required=True)
     p.add_argument("--out-png", required=True)

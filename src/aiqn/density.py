@@ -356,7 +356,7 @@ def density_map_figure(
 
     image: (C, H, W) or (N, C, H, W) integer levels with C in (1, 3); density: same shape, per
     level (e.g. `DensitySamples.density`); `levels` scales the image for display (default: its
-    maximum + 1). One row per image; the log-density maps share one colour scale.
+    maximum + 1). Samples in the top row, their log-density maps below, on one colour scale.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -376,23 +376,25 @@ def density_map_figure(
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.6")
 
     n = len(image)
-    fig = Figure(figsize=(6.0, 2.8 * n + (0.5 if title else 0.0)), layout="constrained")
+    # two rows: the samples, and under each its log-density map; one colour bar for all maps
+    fig = Figure(figsize=(1.6 * n + 1.2, 3.6 + (0.4 if title else 0.0)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 2, squeeze=False)
+    axes = fig.subplots(2, n, squeeze=False)
     for i in range(n):
         shown = image[i].astype(np.float64) / max(levels - 1, 1)
         if shown.shape[0] == 1:
-            axes[i, 0].imshow(shown[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes[0, i].imshow(shown[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         else:
-            axes[i, 0].imshow(np.clip(np.transpose(shown, (1, 2, 0)), 0.0, 1.0), interpolation="nearest")
-        mapped = axes[i, 1].imshow(np.ma.masked_invalid(logs[i]), cmap=cmap, vmin=low, vmax=high,
+            axes[0, i].imshow(np.clip(np.transpose(shown, (1, 2, 0)), 0.0, 1.0), interpolation="nearest")
+        mapped = axes[1, i].imshow(np.ma.masked_invalid(logs[i]), cmap=cmap, vmin=low, vmax=high,
                                    interpolation="nearest")
-        fig.colorbar(mapped, ax=axes[i, 1], label="log p per level (nats, sum over channels)")
-        axes[i, 0].set_title("sample" if n == 1 else f"sample {i}", fontsize=9)
-        axes[i, 1].set_title("implied log-density", fontsize=9)
-        for ax in axes[i]:
+        axes[0, i].set_title("sample" if n == 1 else f"sample {i}", fontsize=9)
+        for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
+    axes[1, 0].set_ylabel("log-density", fontsize=9)
+    fig.colorbar(mapped, ax=axes[1, :].tolist(), shrink=0.9,
+                 label="log p per level\n(nats, sum over channels)")
     if title:
         fig.suptitle(title, fontsize=11)
     path = Path(path)
