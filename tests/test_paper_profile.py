@@ -101,3 +101,27 @@ def test_the_papers_search_has_500_trials_per_model_and_feeds_the_cifar_training
     assert "--steps 100000 --budgets 100000 --n-samples 2500" in text
     assert "--selected results/sweeps/cifar10/pixeliqn/selected.json" in text
     assert "--selected results/sweeps/imagenet32" not in text  # the search is on CIFAR-10 only
+
+
+def test_verified_raw_files_are_recorded_with_dvc_add(tmp_path):
+    """track_raw: once a group's files are in place (here: a prepared cifar10 stand-in), `dvc add`
+    writes data/raw/<group>.dvc for git; the files themselves stay out of git (.gitignore)."""
+    import subprocess
+
+    repo = copy_repo(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)  # the copy has .dvc/config: a DVC repo
+    raw = repo / "data/raw/cifar10/cifar-10-python.tar.gz"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(b"stand-in archive")
+    processed = repo / "data/processed/cifar10"
+    processed.mkdir(parents=True)
+    for name in ("train.npz", "test.npz", "meta.json"):
+        (processed / name).write_text("{}")
+    result = snakemake(repo, "--cores", "1", "data/raw/cifar10.dvc", "--configfile", "profiles/paper/params.yaml",
+                       timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = yaml.safe_load((repo / "data/raw/cifar10.dvc").read_text())
+    assert record["outs"][0]["path"] == "cifar10" and record["outs"][0]["nfiles"] == 1
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "data/raw"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    assert "data/raw/cifar10.dvc" in status and "cifar-10-python.tar.gz" not in status
