@@ -82,7 +82,7 @@ def test_missing_weights_say_which_rule_writes_them(tmp_path):
 def test_without_torch_fidelity_the_extractor_says_what_to_install(tmp_path, monkeypatch):
     weights = tmp_path / WEIGHTS.filename
     weights.write_bytes(b"not the weights")
-    monkeypatch.setattr("aiqn.metrics.inception.ensure_raw_file", lambda source, raw_dir: weights)
+    monkeypatch.setattr("aiqn.metrics.inception.raw_file_record", lambda source, raw_dir: {"sha256": "0" * 64})
     with pytest.raises(InceptionUnavailable, match=r"pip install -e '\.\[inception\]'.*extractor: classifier"):
         load_extractor("inception", weights)
 

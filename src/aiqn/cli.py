@@ -78,7 +78,7 @@ def _extractor(args):
 
     extractor = load_extractor(args.extractor_kind, args.extractor, device=resolve_device(args.device),
                                batch_size=args.batch_size)
-    return extractor, extractor_label(args.extractor_name, args.extractor_kind, args.extractor)
+    return extractor, extractor_label(args.extractor_name, args.extractor_kind, args.extractor, extractor.sha256)
 
 
 def _levels(dataset: str) -> int:

@@ -38,6 +38,7 @@ class ClassifierExtractor:
     def __init__(self, path: str | Path, batch_size: int = 500):
         self.path = Path(path)
         self.model, self.config, _ = load_classifier(path)
+        self.sha256 = sha256_file(path)
         self.batch_size = batch_size
 
     def __call__(self, images: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,16 +55,17 @@ def load_extractor(kind: str, path: str | Path, device: str = "cpu", batch_size:
     if kind == "inception":
         from aiqn.metrics.inception import InceptionExtractor
 
-        extractor = InceptionExtractor(path, device=device, batch_size=batch_size)
-        extractor.path = Path(path)
-        return extractor
+        return InceptionExtractor(path, device=device, batch_size=batch_size)
     raise ValueError(f"unknown extractor {kind!r}; expected one of {EXTRACTORS}")
 
 
-def extractor_label(name: str, kind: str, path: str | Path) -> str:
+def extractor_label(name: str, kind: str, path: str | Path, sha256: str | None = None) -> str:
     """The extractor as metric labels name it: its name, plus the weights' sha256 (first 12
-    hex digits) for Inception, whose weights come from outside the pipeline."""
-    return f"{name} sha256:{sha256_file(path)[:12]}" if kind == "inception" else name
+    hex digits) for Inception, whose weights come from outside the pipeline. `sha256`: the
+    weights' digest when the caller has it (an extractor's `.sha256`), else `path` is hashed."""
+    if kind != "inception":
+        return name
+    return f"{name} sha256:{(sha256 or sha256_file(path))[:12]}"
 
 
 def fid_label(extractor: str, n_samples: int, n_reference: int, what: str = "samples") -> str:
@@ -90,7 +92,7 @@ def reference_statistics(
     features, _ = extractor(images[index], levels)
     mu, sigma = gaussian_statistics(features)
     meta = {"n": n, "seed": seed, "extractor": name, "data": file_record(data_path),
-            "extractor_checkpoint": file_record(extractor.path)}
+            "extractor_checkpoint": {"path": str(extractor.path), "sha256": extractor.sha256}}
     save_statistics(out_path, mu, sigma, **meta)
     return meta
 
@@ -104,7 +106,7 @@ def score_images(
     features, probs = extractor(images, levels)
     mu, sigma = gaussian_statistics(features)
     mu_ref, sigma_ref, ref_meta = load_statistics(reference_path)
-    if ref_meta.get("extractor_checkpoint", {}).get("sha256") not in (None, sha256_file(extractor.path)):
+    if ref_meta.get("extractor_checkpoint", {}).get("sha256") not in (None, extractor.sha256):
         raise ValueError(f"{reference_path} was computed with another extractor than {extractor.path}; "
                          "rerun the reference_stats rule")
     n, n_ref = len(images), int(ref_meta["n"])

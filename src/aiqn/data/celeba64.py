@@ -43,10 +43,9 @@ import PIL
 from PIL import Image
 from tqdm.auto import tqdm
 
-from aiqn.data.download import ensure_raw_file
+from aiqn.data.download import raw_file_record
 from aiqn.data.imagenet32 import max_images_option
 from aiqn.data.registry import DatasetSpec, Source, register
-from aiqn.utils import sha256_file
 
 IMAGES = Source(
     filename="img_align_celeba.zip",
@@ -136,11 +135,11 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
         raise ValueError(f"celeba64: crop must be an integer >= {SIZE}, got {crop!r} "
                          "(params.yaml datasets.celeba64.crop)")
     max_images = max_images_option(options, "celeba64")
-    paths = [ensure_raw_file(source, raw_dir) for source in (IMAGES, PARTITION)]
+    raw = [raw_file_record(source, raw_dir) for source in (IMAGES, PARTITION)]
+    paths = [Path(record["path"]) for record in raw]
     train, test = read_celeba(paths[0], paths[1], crop, SIZE, max_images)
     provenance = {
-        "raw_files": [{"path": str(path), "sha256": sha256_file(path), "md5": source.md5, "url": source.url}
-                      for path, source in zip(paths, (IMAGES, PARTITION))],
+        "raw_files": raw,
         "source": (f"CelebA aligned & cropped (Liu et al. 2015), JPEGs decoded with Pillow {PIL.__version__}; "
                    f"centred {crop}x{crop} crop, BOX resize to {SIZE}x{SIZE}; unlabelled (all labels 0)"),
         "split": {"kind": "official", "train": f"partition {TRAIN_PARTITION}", "test": f"partition {TEST_PARTITION}",

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aiqn.data.download import ensure_raw_file
+from aiqn.data.download import raw_file_record
 from aiqn.data.registry import DatasetSpec, Source, register
-from aiqn.utils import sha256_file
 
 ARCHIVE = Source(
     filename="cifar-10-python.tar.gz",
@@ -126,10 +125,11 @@ def read_cifar_archive(path: str | Path) -> tuple[dict, dict, list[str]]:
 def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     """Verify (or download) the archive and read the official train/test split from it."""
     del options  # nothing to choose: the split is the official one
-    path = ensure_raw_file(ARCHIVE, raw_dir)
+    raw = raw_file_record(ARCHIVE, raw_dir)
+    path = Path(raw["path"])
     train, test, class_names = read_cifar_archive(path)
     provenance = {
-        "raw_files": [{"path": str(path), "sha256": sha256_file(path), "md5": ARCHIVE.md5, "url": ARCHIVE.url}],
+        "raw_files": [raw],
         "source": "CIFAR-10 python version (Krizhevsky 2009), https://www.cs.toronto.edu/~kriz/cifar.html",
         "split": {"kind": "official", "train": [Path(n).name for n in TRAIN_BATCHES], "test": Path(TEST_BATCH).name,
                   "n_train": int(len(train["labels"])), "n_test": int(len(test["labels"]))},

@@ -71,13 +71,45 @@ def describe_checksum(algorithm: str, expected: str) -> str:
     return f"{algorithm} {expected}" if len(expected) in (32, 64) else f"a {algorithm} starting with {expected}"
 
 
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file (`algorithm`: sha256 or md5), read in chunks."""
-    digest = hashlib.new(algorithm)
+def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hex digests of a file for several algorithms (e.g. md5 and sha256), in one read."""
+    digests = {name: hashlib.new(name) for name in dict.fromkeys(algorithms)}
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file (`algorithm`: sha256 or md5), read in chunks."""
+    return file_digests(path, (algorithm,))[algorithm]
+
+
+def _check_local(source: Source, target: Path, algorithm: str, expected: str, found: str) -> None:
+    if not checksum_matches(found, expected):
+        raise ChecksumMismatch(
+            f"{target.resolve()}: {algorithm} {found} differs from the expected {describe_checksum(algorithm, expected)}; "
+            f"delete it so that it is downloaded again"
+            f"{f' from {source.url}' if source.url else ''}, or replace it with the right file."
+        )
+
+
+def raw_file_record(source: Source, raw_dir: str | os.PathLike, timeout: float = TIMEOUT_S) -> dict:
+    """`ensure_raw_file`, and the file's provenance record {path, sha256, url (, md5)}: a file
+    already in place is verified and hashed for the record in one read (a 4 GB archive is read
+    once, not twice)."""
+    algorithm, expected = expected_checksum(source)
+    target = Path(raw_dir) / source.filename
+    if target.exists():
+        digests = file_digests(target, (algorithm, "sha256"))
+        _check_local(source, target, algorithm, expected, digests[algorithm])
+        sha256 = digests["sha256"]
+    else:
+        target = ensure_raw_file(source, raw_dir, timeout)
+        sha256 = file_digest(target, "sha256")
+    record = {"path": str(target), "sha256": sha256, "url": source.url}
+    return {**record, "md5": source.md5} if source.md5 else record
 
 
 def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float = TIMEOUT_S) -> Path:
@@ -86,13 +118,7 @@ def ensure_raw_file(source: Source, raw_dir: str | os.PathLike, timeout: float =
     raw_dir = Path(raw_dir)
     target = raw_dir / source.filename
     if target.exists():
-        found = file_digest(target, algorithm)
-        if not checksum_matches(found, expected):
-            raise ChecksumMismatch(
-                f"{target.resolve()}: {algorithm} {found} differs from the expected {describe_checksum(algorithm, expected)}; "
-                f"delete it so that it is downloaded again"
-                f"{f' from {source.url}' if source.url else ''}, or replace it with the right file."
-            )
+        _check_local(source, target, algorithm, expected, file_digest(target, algorithm))
         return target
     by_hand = f"put the file at {target.resolve()} by hand ({describe_checksum(algorithm, expected)})"
     if not source.url:

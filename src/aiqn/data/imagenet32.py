@@ -39,9 +39,8 @@ import PIL
 from PIL import Image
 from tqdm.auto import tqdm
 
-from aiqn.data.download import ensure_raw_file
+from aiqn.data.download import raw_file_record
 from aiqn.data.registry import DatasetSpec, Source, register
-from aiqn.utils import sha256_file
 
 # sizes and sha256 from TensorFlow Datasets' url_checksums/downsampled_imagenet.txt
 TRAIN = Source(
@@ -113,15 +112,15 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     """Verify the two tarballs (or say where to put them) and decode train (train_32x32) and test
     (valid_32x32); every label is 0."""
     max_images = max_images_option(options, "imagenet32")
-    paths = [ensure_raw_file(source, raw_dir) for source in (TRAIN, VALID)]  # both checked before any decoding
+    raw = [raw_file_record(source, raw_dir) for source in (TRAIN, VALID)]  # both checked before any decoding
+    paths = [Path(record["path"]) for record in raw]
     splits = []
     for path, folder in zip(paths, ("train_32x32", "valid_32x32")):
         images = read_png_tar(path, folder, max_images)
         splits.append({"images": images, "labels": np.zeros(len(images), dtype=np.int64)})
     train, test = splits
     provenance = {
-        "raw_files": [{"path": str(path), "sha256": sha256_file(path), "url": source.url}
-                      for path, source in zip(paths, (TRAIN, VALID))],
+        "raw_files": raw,
         "source": (f"downsampled ImageNet 32x32 (van den Oord et al. 2016), PNGs decoded with Pillow "
                    f"{PIL.__version__}; unlabelled (all labels 0)"),
         "split": {"kind": "official", "train": "train_32x32.tar (train_32x32/*.png, sorted by name)",

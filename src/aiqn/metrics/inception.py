@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aiqn.data.download import ensure_raw_file
+from aiqn.data.download import raw_file_record
 from aiqn.data.registry import Source, register_downloads
 
 WEIGHTS = Source(
@@ -81,7 +81,9 @@ class InceptionExtractor:
                 f"(snakemake {weights_path}) or placed there by hand ({WEIGHTS.url}, sha256 starting with "
                 f"{WEIGHTS.sha256})."
             )
-        ensure_raw_file(WEIGHTS, weights_path.parent)  # verifies the checksum prefix
+        # verifies the checksum prefix and gives the full sha256 for labels and provenance (one read)
+        self.sha256 = raw_file_record(WEIGHTS, weights_path.parent)["sha256"]
+        self.path = weights_path
         cls = _feature_extractor_class()
         self.model = cls(NAME + "-compat", [FEATURES, LOGITS], feature_extractor_weights_path=str(weights_path))
         self.model = self.model.to(device).eval()
