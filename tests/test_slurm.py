@@ -161,7 +161,8 @@ def test_slurm_and_local_runs_give_the_same_results(runs):
 # -- without a cluster ---------------------------------------------------------------------------
 
 def test_slurm_profile_last_replaces_the_paper_profiles_gpu_limit(monkeypatch):
-    pytest.importorskip("snakemake_executor_plugin_slurm")
+    pytest.importorskip("snakemake_executor_plugin_slurm",
+                        reason="the SLURM executor plugin is the optional extra .[slurm] (scripts/setup.sh installs it)")
     from snakemake.cli import parse_args
 
     monkeypatch.chdir(REPO)
@@ -201,7 +202,8 @@ def _profile_numbers() -> dict:
 @pytest.mark.parametrize("gpu", [0, 1, 4])
 def test_sbatch_asks_for_the_rules_gpus_on_one_node_and_none_for_gpu_0(gpu):
     """The plugin's own sbatch line for a job with the profile's resources and `gpu=N`."""
-    pytest.importorskip("snakemake_executor_plugin_slurm")
+    pytest.importorskip("snakemake_executor_plugin_slurm",
+                        reason="the SLURM executor plugin is the optional extra .[slurm] (scripts/setup.sh installs it)")
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
