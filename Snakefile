@@ -22,6 +22,7 @@ include: "rules/train.smk"
 include: "rules/sample.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/vae.smk"
 
 
 rule all:

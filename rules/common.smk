@@ -144,4 +144,5 @@ def all_reports():
                     if model_entry(dataset, m)["head"] == "quantile"]
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
     targets += sweep_targets()
+    targets += vae_targets()  # rules/vae.smk
     return targets

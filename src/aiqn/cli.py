@@ -234,14 +234,19 @@ def cmd_evaluate_real(args) -> None:
 def cmd_table(args) -> None:
     from aiqn.report import build_table1, metrics_summary, write_table1
     from aiqn.report.provenance import table_provenance
+    from aiqn.report.tables import TABLE1, TableText
     from aiqn.utils import write_json
 
+    text = TableText(name=args.name, title=args.title or TABLE1.title, caption=args.caption or TABLE1.caption,
+                     paper_heading=args.paper_heading or TABLE1.paper_heading)
     table = build_table1(args.metrics, args.paper)
-    cells = table_provenance(table, "table1", rule="table1", paper_csv=args.paper)  # fails on a gap
-    paths = write_table1(table, args.out_dir)
-    write_json(args.summary, metrics_summary(table))
+    cells = table_provenance(table, text.name, rule=args.name, paper_csv=args.paper)  # fails on a gap
+    paths = write_table1(table, args.out_dir, text)
+    if args.summary:
+        write_json(args.summary, metrics_summary(table))
     write_json(args.provenance, cells)
-    log.info("wrote %s, %s and %s (%d cells)", ", ".join(paths.values()), args.summary, args.provenance, len(cells))
+    log.info("wrote %s, %s (%d cells)%s", ", ".join(paths.values()), args.provenance, len(cells),
+             f" and {args.summary}" if args.summary else "")
 
 
 def cmd_provenance(args) -> None:
@@ -492,11 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
 
-    p = verb("table", cmd_table, "Table 1 (csv, md, tex) from metric files and the paper's numbers")
+    p = verb("table", cmd_table, "a results table (csv, md, tex) from metric files and the paper's numbers")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--paper", required=True)
+    p.add_argument("--paper", required=True, help="CSV of the paper's numbers (a header alone when it has none)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--summary", required=True, help="JSON of our final numbers (DVC metrics)")
+    p.add_argument("--name", default="table1", help="file stem of the table and of its provenance records")
+    p.add_argument("--title", default=None, help="heading of the Markdown and LaTeX (default: Table 1's)")
+    p.add_argument("--caption", default=None, help="caption (default: Table 1's)")
+    p.add_argument("--paper-heading", default=None, help="heading of the paper's section (default: Table 1's)")
+    p.add_argument("--summary", default=None, help="JSON of our final numbers (DVC metrics)")
     p.add_argument("--provenance", required=True, help="JSON: one provenance record per table cell")
 
     p = verb("provenance", cmd_provenance, "print the chain of files, configs and code behind one table cell")
@@ -585,6 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dataset", "model", "selected", "csv", "md", "figure"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--results", nargs="+", required=True)
+
+    from aiqn.vae_cli import add_vae_verbs  # the AIQN-VAE's verbs (appendix, Figure 9)
+
+    add_vae_verbs(verb)
     return parser
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,19 @@ RECORD_COLUMNS = [
 MODEL_ORDER = ("pixelcnn", "pixeliqn")
 METRIC_ORDER = ("FID", "IS", "bits/dim")
 MISSING = "–"
+
+
+@dataclass(frozen=True)
+class TableText:
+    """What a rendered table says about itself: file stem, title, caption, the paper's heading."""
+
+    name: str = "table1"
+    title: str = "Table 1 (analogue)"
+    caption: str = CAPTION
+    paper_heading: str = PAPER_HEADING
+
+
+TABLE1 = TableText()
 
 
 def _is_real_data(model: str) -> bool:
@@ -178,10 +192,10 @@ def _format_value(value: float, std: float) -> str:
     return text
 
 
-def _sections(table: pd.DataFrame):
+def _sections(table: pd.DataFrame, text: TableText = TABLE1):
     """Yield (heading, dataset, wide frame) blocks: ours first, then the paper's."""
     is_ours = table["source"] == OURS_SOURCE
-    for heading, part in ((OURS_HEADING, table[is_ours]), (PAPER_HEADING, table[~is_ours])):
+    for heading, part in ((OURS_HEADING, table[is_ours]), (text.paper_heading, table[~is_ours])):
         blocks = []
         for dataset in pd.unique(part["dataset"]):
             blocks.append((dataset, _pivot(part[part["dataset"] == dataset], ours=heading == OURS_HEADING)))
@@ -216,9 +230,9 @@ def _md_escape(text) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _render_markdown(table: pd.DataFrame) -> str:
-    lines = ["# Table 1 (analogue)", "", CAPTION, ""]
-    for heading, blocks in _sections(table):
+def _render_markdown(table: pd.DataFrame, text: TableText = TABLE1) -> str:
+    lines = [f"# {text.title}", "", text.caption, ""]
+    for heading, blocks in _sections(table, text):
         lines += [f"## {heading}", ""]
         if not blocks:
             lines += ["_no records_", ""]
@@ -249,16 +263,16 @@ def _latex_header(label: str) -> str:
     return r"\begin{tabular}[b]{@{}c@{}}" + body + r"\end{tabular}"
 
 
-def _render_latex(table: pd.DataFrame) -> str:
+def _render_latex(table: pd.DataFrame, text: TableText = TABLE1) -> str:
     lines = [
-        "% Table 1 analogue, written by aiqn.report.tables.write_table1 (plain tabular, no packages).",
+        f"% {text.title}, written by aiqn.report.tables.write_table1 (plain tabular, no packages).",
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        rf"\caption{{{latex_escape(CAPTION)}}}",
-        r"\label{tab:table1}",
+        rf"\caption{{{latex_escape(text.caption)}}}",
+        rf"\label{{tab:{text.name}}}",
     ]
-    for heading, blocks in _sections(table):
+    for heading, blocks in _sections(table, text):
         if not blocks:
             lines += [rf"\par\medskip\textbf{{{latex_escape(heading)}}}: no records.\par"]
         for dataset, wide in blocks:
@@ -280,18 +294,15 @@ def _render_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table1(table: pd.DataFrame, out_dir) -> dict[str, str]:
-    """Write table1.csv (long form), table1.md and table1.tex under `out_dir`; return their paths."""
+def write_table1(table: pd.DataFrame, out_dir, text: TableText = TABLE1) -> dict[str, str]:
+    """Write {name}.csv (long form), {name}.md and {name}.tex under `out_dir` (name: text.name,
+    table1 by default); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "csv": str(out / "table1.csv"),
-        "md": str(out / "table1.md"),
-        "tex": str(out / "table1.tex"),
-    }
+    paths = {kind: str(out / f"{text.name}.{kind}") for kind in ("csv", "md", "tex")}
     contents = {
-        "md": _render_markdown(table),
-        "tex": _render_latex(table),
+        "md": _render_markdown(table, text),
+        "tex": _render_latex(table, text),
     }
     table.to_csv(paths["csv"], index=False)
     for key, text in contents.items():
