@@ -30,9 +30,23 @@ def _merged(base, override):
     return merged
 
 
+def model_definition(model):
+    """models.<model>, with `variant_of` resolved: the base model's definition (as a profile
+    overlaid it) with this entry's keys merged over it."""
+    entry = config["models"][model]
+    if "variant_of" not in entry:
+        return entry
+    return _merged(config["models"][entry["variant_of"]], {k: v for k, v in entry.items() if k != "variant_of"})
+
+
+def base_model(model):
+    """The model a variant derives from (itself when it is not a variant)."""
+    return config["models"][model].get("variant_of", model)
+
+
 def model_entry(dataset, model):
     """A model's definition on one dataset: its sections with dataset_overrides[dataset] merged in."""
-    entry = config["models"][model]
+    entry = model_definition(model)
     override = entry.get("dataset_overrides", {}).get(dataset, {})
     return _merged({k: v for k, v in entry.items() if k != "dataset_overrides"}, override)
 
@@ -53,6 +67,12 @@ def check_run_config():
             raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which run.datasets does not list")
     schema = yaml.safe_load(open(workflow.source_path("../schemas/params.schema.yaml")))
     model_schema = {"$defs": schema["$defs"], **schema["$defs"]["model"]}
+    for name, entry in config["models"].items():
+        base = entry.get("variant_of")
+        if base is not None and base not in config["models"]:
+            raise ValueError(f"params.yaml: models.{name}.variant_of is {base!r}, which models does not define")
+        if base is not None and "variant_of" in config["models"][base]:
+            raise ValueError(f"params.yaml: models.{name}.variant_of is {base!r}, itself a variant; name a plain model")
     for dataset, model in run_pairs():
         if model not in config["models"]:
             raise ValueError(f"params.yaml: the run lists model {model!r} on {dataset} but models.{model} is missing")
@@ -92,6 +112,10 @@ def final_step(dataset, model):
 def model_config_json(dataset, model):
     entry = model_entry(dataset, model)
     return as_json({"head": entry["head"], **entry["architecture"]})
+
+
+def class_conditional(dataset, model):
+    return bool(model_entry(dataset, model).get("class_conditional", False))
 
 
 def uses_gpu():
@@ -142,6 +166,8 @@ def all_reports():
             targets.append(f"results/extractors/{dataset}/classifier.json")
         targets += [f"reports/figures/{dataset}_{m}_density.png" for m in models_for(dataset)
                     if model_entry(dataset, m)["head"] == "quantile"]
+        targets += [f"reports/figures/{dataset}_{m}_classes.png" for m in models_for(dataset)
+                    if class_conditional(dataset, m)]
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
     targets += sweep_targets()
     targets += vae_targets()  # rules/vae.smk

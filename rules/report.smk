@@ -41,12 +41,32 @@ rule figures:
             f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in models_for(w.dataset)
         ),
         grid_n=config.get("report", {}).get("grid_n", 64),
+        variants=lambda w: " ".join(f"{m}={base_model(m)}" for m in models_for(w.dataset) if base_model(m) != m),
     log:
         "logs/report/figures_{dataset}.log",
     shell:
         "{PYTHON} --threads {threads} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
         " --train-logs {params.train_logs} --metrics {input.metrics} --grid-n {params.grid_n}"
-        " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss} > {log} 2>&1"
+        " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss}"
+        " --variants {params.variants} > {log} 2>&1"
+
+
+# Figures 7 and 11: a class-conditional model's final samples (drawn with uniform labels for
+# evaluation), one row per class.
+rule class_grid:
+    input:
+        samples=lambda w: f"results/samples/{w.dataset}/{w.model}/{final_step(w.dataset, w.model)}.npz",
+        dataset_meta=rules.prepare_data.output.meta,
+    output:
+        report("reports/figures/{dataset}_{model}_classes.png", caption="../report/class_grid.rst",
+               category="Figures", subcategory="{dataset}"),
+    params:
+        per_class=config.get("report", {}).get("class_grid_per_class", 10),
+    log:
+        "logs/report/class_grid_{dataset}_{model}.log",
+    shell:
+        "{PYTHON} class-grid --dataset {wildcards.dataset} --model {wildcards.model} --samples {input.samples}"
+        " --dataset-meta {input.dataset_meta} --per-class {params.per_class} --out {output} > {log} 2>&1"
 
 
 # Inpainting (Figures 6 and 12): test images with their top rows given, K completions per model.

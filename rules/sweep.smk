@@ -25,6 +25,15 @@ def sweep_on(dataset, model):
     return dataset in SWEEP.get("datasets", []) and model in SWEEP.get("models", [])
 
 
+def sweep_choice(dataset, model):
+    """The selected.json whose choice a model trains with: its own sweep's, else (a variant
+    without a sweep of its own) its base model's; None without either."""
+    for source in (model, base_model(model)):
+        if sweep_on(dataset, source):
+            return f"results/sweeps/{dataset}/{source}/selected.json"
+    return None
+
+
 def sweep_pairs():
     return [(dataset, model) for dataset, model in run_pairs() if sweep_on(dataset, model)]
 

@@ -33,7 +33,7 @@ for _dataset, _model in run_pairs():
             f"train_{_dataset}_{_model}".replace("-", "_")
         input:
             train=f"data/processed/{_dataset}/train.npz",
-            selected=[f"results/sweeps/{_dataset}/{_model}/selected.json"] if sweep_on(_dataset, _model) else [],
+            selected=[sweep_choice(_dataset, _model)] if sweep_choice(_dataset, _model) else [],
         output:
             checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)],
             log_csv=f"results/runs/{_dataset}/{_model}/train_log.csv",
@@ -44,8 +44,8 @@ for _dataset, _model in run_pairs():
             model_config=model_config_json(_dataset, _model),
             train_config=as_json(train_section(_dataset, _model)),
             device=config.get("device", "auto"),
-            selected=(f"--selected results/sweeps/{_dataset}/{_model}/selected.json"
-                      if sweep_on(_dataset, _model) else ""),
+            selected=f"--selected {sweep_choice(_dataset, _model)}" if sweep_choice(_dataset, _model) else "",
+            class_conditional="--class-conditional" if class_conditional(_dataset, _model) else "",
             launcher=(f"torchrun --standalone --nproc_per_node {training_gpus(_dataset, _model)} -m aiqn"
                       if training_gpus(_dataset, _model) > 1 else PYTHON),
         threads: 1
@@ -56,6 +56,6 @@ for _dataset, _model in run_pairs():
         shell:
             "{params.launcher} --threads {threads} train --dataset {params.dataset} --data {input.train}"
             " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-            " {params.selected} --state-dir state/train/{params.dataset}/{params.model}"
+            " {params.selected} {params.class_conditional} --state-dir state/train/{params.dataset}/{params.model}"
             " --out-dir results/runs/{params.dataset}/{params.model} --device {params.device}"
             " --no-progress > {log} 2>&1"

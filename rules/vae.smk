@@ -1,6 +1,203 @@
 # The AIQN-VAE (appendix, Figure 9): a convolutional VAE and an AIQN over its latent space.
+# Per dataset of vae.datasets: the plain VAE and the AIQN-VAE are trained (resumable state in
+# state/vae/{dataset}/{variant}/, the final checkpoint hard-linked into results/vae/...), three
+# rows are sampled and scored exactly like the PixelCNN models (same extractor, reference
+# statistics, labels and provenance), then the table reports/tables/aiqn_vae.* and the figures
+# reports/figures/{dataset}_aiqn_vae{,_loss}.png. Everything lives under results/vae/, which no
+# other rule's pattern matches. docs/aiqn-vae.md.
+import shlex
+from collections import namedtuple
+
+VAE_VARIANTS = ("vae", "aiqn-vae")  # the two trained models (train-vae --variant)
+VaeRow = namedtuple("VaeRow", "name variant latents")
+# file name of a row -> its name in the table and figure, the checkpoint it decodes with, where
+# its latents come from (sample-vae --latents)
+VAE_ROWS = {
+    "vae": VaeRow("vae", "vae", "prior"),  # the VAE baseline from its N(0, I) prior
+    "aiqn-vae": VaeRow("aiqn-vae", "aiqn-vae", "aiqn"),  # tau -> AIQN -> decoder
+    "aiqn-vae-gaussian-prior": VaeRow("aiqn-vae (gaussian prior)", "aiqn-vae", "prior"),  # same decoder, N(0, I)
+}
+
+
+def vae_datasets():
+    return config.get("vae", {}).get("datasets", [])
+
+
+def check_vae_config():
+    """Fail at parse time, naming the key, when vae.datasets names something params.yaml lacks."""
+    for name in vae_datasets():
+        if "_" in name:
+            raise ValueError(f"params.yaml: vae.datasets has {name!r}, a name with '_'; dataset names use "
+                             "letters, digits and '-' only")
+        if name not in config["datasets"]:
+            raise ValueError(f"params.yaml: vae.datasets lists {name!r} but datasets.{name} is missing")
+
+
+check_vae_config()
+
+
+def vae_train_section():
+    section = dict(config["vae"]["train"])
+    section.setdefault("seed", config.get("seed", 0))
+    return section
+
+
+def vae_checkpoint(dataset, variant):
+    """The published final checkpoint of a variant (the file name carries the step, as train's do)."""
+    return f"results/vae/{dataset}/{variant}/ckpt_{config['vae']['train']['steps']:07d}.pt"
+
+
+def vae_samples(dataset, row):
+    return f"results/vae/{dataset}/samples/{row}.npz"
 
 
 def vae_targets():
-    """The VAE's report files for `rule all`."""
-    return []
+    """The VAE's report files for `rule all` (none when vae.datasets is empty)."""
+    if not vae_datasets():
+        return []
+    targets = [f"reports/tables/aiqn_vae.{ext}" for ext in ("csv", "md", "tex")] + ["reports/provenance/aiqn_vae.json"]
+    for dataset in vae_datasets():
+        targets += [f"reports/figures/{dataset}_aiqn_vae.png", f"reports/figures/{dataset}_aiqn_vae_loss.png"]
+    return targets
+
+
+rule train_vae:
+    input:
+        train="data/processed/{dataset}/train.npz",
+    output:
+        checkpoint=vae_checkpoint("{dataset}", "{variant}"),
+        log_csv="results/vae/{dataset}/{variant}/train_log.csv",
+        config="results/vae/{dataset}/{variant}/config.json",
+        record="results/vae/{dataset}/{variant}/train.json",
+    wildcard_constraints:
+        variant="|".join(VAE_VARIANTS),
+    params:
+        architecture=as_json(config["vae"]["architecture"]),
+        train_config=as_json(vae_train_section()),
+        aiqn_vae=lambda w: (f"--aiqn-vae-config {shlex.quote(as_json(config['vae']['aiqn_vae']))}"
+                            if w.variant == "aiqn-vae" else ""),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/vae/train/{dataset}/{variant}.log",
+    shell:
+        "{PYTHON} --threads {threads} train-vae --dataset {wildcards.dataset} --data {input.train}"
+        " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
+        " {params.aiqn_vae} --state-dir state/vae/{wildcards.dataset}/{wildcards.variant}"
+        " --out-dir results/vae/{wildcards.dataset}/{wildcards.variant} --device {params.device}"
+        " --no-progress > {log} 2>&1"
+
+
+rule sample_vae:
+    input:
+        checkpoint=lambda w: vae_checkpoint(w.dataset, VAE_ROWS[w.row].variant),
+    output:
+        samples=vae_samples("{dataset}", "{row}"),
+        meta=vae_samples("{dataset}", "{row}") + ".json",
+    wildcard_constraints:
+        row="|".join(VAE_ROWS),
+    params:
+        latents=lambda w: VAE_ROWS[w.row].latents,
+        n=config["sampling"]["n_samples"],
+        seed=config["sampling"].get("seed", 1),
+        batch_size=config["sampling"].get("batch_size", 500),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/vae/sample/{dataset}/{row}.log",
+    shell:
+        "{PYTHON} --threads {threads} sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
+        " --n {params.n} --seed {params.seed} --batch-size {params.batch_size} --device {params.device}"
+        " --out {output.samples} > {log} 2>&1"
+
+
+# The PixelCNN's `evaluate` verb: the same FID / IS, labels and provenance record.
+rule evaluate_vae:
+    input:
+        samples=rules.sample_vae.output.samples,
+        samples_meta=rules.sample_vae.output.meta,
+        checkpoint=lambda w: vae_checkpoint(w.dataset, VAE_ROWS[w.row].variant),
+        extractor=lambda w: extractor_path(w.dataset),
+        reference=lambda w: reference_path(w.dataset),
+        test=rules.prepare_data.output.test,
+        dataset_meta=rules.prepare_data.output.meta,
+    output:
+        "results/vae/{dataset}/metrics/{row}.json",
+    wildcard_constraints:
+        row="|".join(VAE_ROWS),
+    params:
+        model=lambda w: VAE_ROWS[w.row].name,
+        splits=config["evaluation"].get("is_splits", 10),
+        name=lambda w: extractor_name(w.dataset),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"].get("batch_size", 500),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/vae/evaluate/{dataset}/{row}.log",
+    shell:
+        "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {params.model:q}"
+        " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
+        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --reference {input.reference} --test {input.test}"
+        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule evaluate_vae"
+        " --wildcards dataset={wildcards.dataset},row={wildcards.row} --out {output} > {log} 2>&1"
+
+
+rule aiqn_vae:
+    input:
+        metrics=[f"results/vae/{dataset}/metrics/{row}.json" for dataset in vae_datasets() for row in VAE_ROWS]
+        + [f"results/metrics/{dataset}/real_test.json" for dataset in vae_datasets()],
+        paper="paper/aiqn_vae.csv",
+    output:
+        csv=report("reports/tables/aiqn_vae.csv", caption="../report/aiqn_vae.rst", category="AIQN-VAE"),
+        md="reports/tables/aiqn_vae.md",
+        tex="reports/tables/aiqn_vae.tex",
+        provenance="reports/provenance/aiqn_vae.json",
+    params:
+        title="AIQN-VAE (appendix, Figure 9 analogue)",
+        caption=(
+            "Sample quality of the VAE from its N(0, I) prior, of the AIQN-VAE (tau -> AIQN -> decoder) and "
+            "of the AIQN-VAE's decoder fed from the N(0, I) prior instead of its AIQN, each at its final "
+            "step, EMA weights (FID lower is better, IS higher is better); each column header is the metric "
+            "label, which names the feature extractor and sample counts; the real test split is the floor."
+        ),
+        paper_heading="Paper (Ostrovski et al. 2018, appendix, Figure 9: CelebA 64x64 samples only, no FID or IS)",
+    log:
+        "logs/vae/table.log",
+    shell:
+        "{PYTHON} --threads {threads} table --name aiqn_vae --title {params.title:q} --caption {params.caption:q}"
+        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
+        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+
+
+rule aiqn_vae_figures:
+    input:
+        real=rules.prepare_data.output.test,
+        samples=lambda w: [vae_samples(w.dataset, row) for row in VAE_ROWS],
+        train_logs=lambda w: [f"results/vae/{w.dataset}/{variant}/{name}" for variant in VAE_VARIANTS
+                              for name in ("train_log.csv", "config.json")],
+    output:
+        grid=report("reports/figures/{dataset}_aiqn_vae.png", caption="../report/aiqn_vae_samples.rst",
+                    category="AIQN-VAE", subcategory="{dataset}"),
+        record="reports/figures/{dataset}_aiqn_vae.png.json",
+        loss=report("reports/figures/{dataset}_aiqn_vae_loss.png", caption="../report/aiqn_vae_loss.rst",
+                    category="AIQN-VAE", subcategory="{dataset}"),
+    params:
+        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={vae_samples(w.dataset, row)}")
+                                   for row in VAE_ROWS),
+        train_logs=lambda w: " ".join(f"{variant}=results/vae/{w.dataset}/{variant}/train_log.csv"
+                                      for variant in VAE_VARIANTS),
+        grid_n=config.get("report", {}).get("grid_n", 64),
+    log:
+        "logs/vae/figures_{dataset}.log",
+    shell:
+        "{PYTHON} --threads {threads} vae-figures --dataset {wildcards.dataset} --real {input.real}"
+        " --samples {params.samples} --train-logs {params.train_logs} --grid-n {params.grid_n}"
+        " --grid-out {output.grid} --loss-out {output.loss} > {log} 2>&1"

@@ -41,7 +41,7 @@ def _model_config(command: str) -> dict:
 
 def test_every_table1_model_is_trained_on_its_dataset(dry_run):
     assert set(_train_commands(dry_run)) == {
-        "cifar10/pixelcnn", "cifar10/pixeliqn",
+        "cifar10/pixelcnn", "cifar10/pixeliqn", "cifar10/pixelcnn_cond", "cifar10/pixeliqn_cond",
         "imagenet32/pixelcnn_large", "imagenet32/pixeliqn_large", "imagenet32/pixelcnn", "imagenet32/pixeliqn",
     }
 
@@ -56,6 +56,9 @@ def test_the_papers_hyperparameters_reach_the_training_jobs(dry_run):
     cnn_cifar = _train_config(commands["cifar10/pixelcnn"])
     assert cnn_cifar["optimizer"] == "rmsprop" and cnn_cifar["steps"] == 300_000 and cnn_cifar["batch_size"] == 32
     assert cnn_cifar["lr_boundaries"] == [120_000, 180_000] and cnn_cifar["lr_values"] == [1e-4, 3e-5, 1e-5]
+    conditional = commands["cifar10/pixeliqn_cond"]  # the paper-scale pixeliqn with the class label
+    assert _model_config(conditional) == small and "--class-conditional" in conditional
+    assert _train_config(conditional) == _train_config(commands["cifar10/pixeliqn"])
     cnn_imagenet = _train_config(commands["imagenet32/pixelcnn"])  # dataset_overrides: constant 1e-4, 400K
     assert cnn_imagenet["lr_values"] == [] and cnn_imagenet["lr"] == 1e-4 and cnn_imagenet["steps"] == 400_000
     iqn = _train_config(commands["cifar10/pixeliqn"])

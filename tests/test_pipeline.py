@@ -28,8 +28,8 @@ def ci_run(tmp_path_factory):
 def test_ci_pipeline_writes_table1_and_figures(ci_run):
     table = pd.read_csv(ci_run / "reports/tables/table1.csv")
     ours = table[table.source == "ours"]
-    assert set(ours.model) == {"pixelcnn", "pixeliqn", "real data (test split)"}
-    for model in ("pixelcnn", "pixeliqn"):
+    assert set(ours.model) == {"pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "real data (test split)"}
+    for model in ("pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"):
         rows = ours[ours.model == model]
         assert {"FID", "IS"} <= set(rows.metric)
         assert rows.value.notna().all() and (rows[rows.metric == "FID"].value >= 0).all()
@@ -40,12 +40,15 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
     with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/0000150.npz") as arrays:
         assert arrays["images"].shape == (100, 3, 32, 32) and arrays["images"].dtype == "uint8"
     assert table.source.str.startswith("paper").any()
-    for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png"):
+    for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png",
+                   "digits_pixeliqn_cond_classes.png", "photos32_pixeliqn_cond_classes.png"):
         assert (ci_run / "reports/figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (ci_run / "reports/tables/table1.md").read_text()
     assert "Paper" in md and "Ours" in md
     metrics = json.loads((ci_run / "results/metrics/digits/pixeliqn/0000150.json").read_text())
     assert metrics["final"] and metrics["n_samples"] == 100
+    with __import__("numpy").load(ci_run / "results/samples/digits/pixeliqn_cond/0000150.npz") as arrays:
+        assert set(arrays["labels"].tolist()) == set(range(10))  # PixelIQN*: labels drawn uniformly
     for step in ("0000050", "0000150"):  # several checkpoints are evaluated (Figure 4)
         assert (ci_run / f"results/metrics/digits/pixelcnn/{step}.json").exists()
     for log in ("logs/train/digits/pixelcnn.log", "logs/sample/digits/pixeliqn/0000150.log"):
@@ -143,7 +146,7 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "tables: table1"),
+        (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "table1"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, IS, bits/dim"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32)"),
         (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),

@@ -12,12 +12,15 @@ import pytest
 from aiqn.report import (
     build_table1,
     image_grid,
+    plot_class_grid,
     load_metric_records,
     plot_loss_curves,
     plot_sample_grids,
     plot_training_curves,
     write_table1,
 )
+from aiqn.report.figures import class_rows
+from aiqn.report.tables import TableText
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper" / "aiqn_table1.csv"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -190,3 +193,46 @@ def test_load_metric_records_columns(metric_files):
     real = frame[frame["model"] == "real data (test split)"]
     assert real["step"].isna().all() and real["final"].all()
     assert frame["metrics_file"].str.endswith(".json").all()
+
+
+def test_class_conditional_curves_are_dotted_in_their_base_colour(metric_files, tmp_path):
+    root = Path(metric_files[0]).parents[1]
+    for step, fid in ((1000, 30.0), (2000, 15.0), (3000, 9.0)):
+        metric_files.append(_metrics_json(root / "pixeliqn_cond" / f"{step:07d}.json", "pixeliqn_cond", step,
+                                          step == 3000, fid, 8.0))
+    fig = plot_training_curves(metric_files, str(tmp_path / "curves.png"), "digits",
+                               base_of={"pixeliqn_cond": "pixeliqn"}, dotted={"pixeliqn_cond"})
+    lines = {line.get_label(): line for line in fig.axes[1].get_lines()}  # the FID panel
+    conditional, base = lines["pixeliqn_cond (class-conditional)"], lines["pixeliqn"]
+    assert conditional.get_linestyle() == ":" and base.get_linestyle() == "-"
+    assert conditional.get_color() == base.get_color() != lines["pixelcnn"].get_color()
+    assert list(conditional.get_ydata()) == [30.0, 15.0, 9.0]
+
+
+def test_class_rows_take_each_class_in_order_and_pad():
+    labels = np.array([2, 0, 2, 1, 0, 2, -1])
+    images = labels.reshape(-1, 1, 1, 1).clip(0) * 10 + np.arange(7).reshape(-1, 1, 1, 1)  # tags label and index
+    classes, rows = class_rows(images, labels, per_class=2, max_classes=10)
+    assert classes == [0, 1, 2]
+    assert rows[:, :, 0, 0, 0].tolist() == [[1, 4], [13, 0], [20, 22]]  # class 1 has one sample: padded
+    assert class_rows(images, labels, per_class=1, max_classes=2)[0] == [0, 1]
+    with pytest.raises(ValueError, match="not from a class-conditional"):
+        class_rows(images, np.full(7, -1), 2, 10)
+
+
+def test_plot_class_grid_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "classes.png"
+    plot_class_grid(rng.integers(0, 17, (40, 1, 8, 8)), rng.integers(0, 4, 40), 17, str(out), per_class=5,
+                    class_names=["a", "b", "c", "d"], title="t")
+    _assert_png(out)
+
+
+def test_write_table1_under_another_name(metric_files, tmp_path):
+    text = TableText(name="aiqn_vae", title="AIQN-VAE", caption="VAE samples vs AIQN-VAE samples",
+                     paper_heading="Paper: no numbers")
+    paths = write_table1(build_table1(metric_files, str(PAPER_CSV)), tmp_path, text)
+    assert sorted(Path(p).name for p in paths.values()) == ["aiqn_vae.csv", "aiqn_vae.md", "aiqn_vae.tex"]
+    md = Path(paths["md"]).read_text()
+    assert md.startswith("# AIQN-VAE\n\nVAE samples vs AIQN-VAE samples") and "## Paper: no numbers" in md
+    assert r"\label{tab:aiqn_vae}" in Path(paths["tex"]).read_text()

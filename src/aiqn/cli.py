@@ -103,6 +103,11 @@ def cmd_train(args) -> None:
 
     spec = get_dataset(args.dataset)
     model_cfg = json.loads(args.model_config)
+    if args.class_conditional:  # the label as global conditioning, over the dataset's classes
+        if spec.num_classes < 2:
+            raise SystemExit(f"the model is class-conditional but {args.dataset} has no class labels "
+                             f"(num_classes={spec.num_classes}); drop class_conditional or use a labelled dataset")
+        model_cfg["num_classes"] = spec.num_classes
     model_config = PixelCNNConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
                                   **model_cfg)
     if model_config.num_classes and model_config.num_classes != spec.num_classes:
@@ -187,12 +192,15 @@ def cmd_evaluate(args) -> None:
     extractor, name = _extractor(args)
     metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt["config"]["head"] == "categorical":
-        test_images, _ = load_split(args.test)
+    if ckpt["config"].get("head") == "categorical":  # VAE checkpoints have no head
+        test_images, test_labels = load_split(args.test)
         device = resolve_device(args.device)
         model = model_from_checkpoint(ckpt, use_ema=True, device=device)
-        metrics.append({"metric": "bits/dim", "value": bits_per_dim(model, test_images, device=device),
-                        "label": f"bits/dim ({args.dataset} test split, {ckpt['config']['levels']} levels, EMA weights)"})
+        given = ", given the class label" if model.config.num_classes else ""  # -log p(x | y) for PixelCNN*
+        metrics.append({"metric": "bits/dim",
+                        "value": bits_per_dim(model, test_images, device=device, labels=test_labels),
+                        "label": f"bits/dim ({args.dataset} test split{given}, {ckpt['config']['levels']} levels, "
+                                 "EMA weights)"})
     sample_meta = read_json(args.samples + ".json")
     samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
                "method": sample_meta.get("method"), "device": sample_meta.get("device"),
@@ -204,7 +212,7 @@ def cmd_evaluate(args) -> None:
               "provenance": evaluation_record(
                   checkpoint=checkpoint, samples=samples, reference_path=args.reference,
                   reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
-                  rule="evaluate_checkpoint", wildcards=_wildcards(args.wildcards), device=resolve_device(args.device))}
+                  rule=args.rule, wildcards=_wildcards(args.wildcards), device=resolve_device(args.device))}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
@@ -281,12 +289,29 @@ def cmd_figures(args) -> None:
     logs = dict(pair.split("=", 1) for pair in args.train_logs)
     plot_sample_grids(args.real, samples, spec.levels, args.grid_out, n=args.grid_n,
                       title=f"{args.dataset}: real test images and samples at the final checkpoint (EMA weights)")
-    plot_training_curves(args.metrics, args.curves_out, args.dataset)
+    variants = dict(pair.split("=", 1) for pair in args.variants)  # variant -> base: one colour
+    configs = {model: json.loads((Path(path).parent / "config.json").read_text())["model"]
+               for model, path in logs.items()}  # config.json sits beside each train_log.csv
+    conditional = {model for model, config in configs.items() if config.get("num_classes")}
+    plot_training_curves(args.metrics, args.curves_out, args.dataset, base_of=variants, dotted=conditional)
     loss_names = {"categorical": "cross-entropy (nats per pixel-channel)",
                   "quantile": "Huber quantile loss per pixel-channel"}
-    heads = {model: json.loads((Path(path).parent / "config.json").read_text())["model"]["head"]
-             for model, path in logs.items()}  # config.json sits beside each train_log.csv
-    plot_loss_curves(logs, args.loss_out, {model: loss_names[head] for model, head in heads.items()})
+    plot_loss_curves(logs, args.loss_out, {model: loss_names[config["head"]] for model, config in configs.items()})
+
+
+def cmd_class_grid(args) -> None:
+    from aiqn.report import plot_class_grid
+    from aiqn.utils import read_json
+
+    with np.load(args.samples) as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    meta = read_json(args.dataset_meta)
+    names = meta.get("provenance", {}).get("classes")
+    step = read_json(args.samples + ".json").get("step")
+    plot_class_grid(images, labels, meta["levels"], args.out, per_class=args.per_class, class_names=names,
+                    max_classes=args.max_classes,
+                    title=f"{args.dataset}, {args.model} (step {step}, EMA weights)\nsamples per class label")
+    log.info("wrote %s", args.out)
 
 
 def cmd_inpaint(args) -> None:
@@ -466,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-config", required=True, help="JSON: optimizer, schedule, steps, ...")
     p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
     p.add_argument("--selected", default=None, help="a sweep's selected.json: its configuration overrides")
+    p.add_argument("--class-conditional", action="store_true",
+                   help="condition on the class label (num_classes = the dataset's)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -489,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
+    p.add_argument("--rule", default="evaluate_checkpoint", help="the calling rule, for the provenance record")
 
     p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
     extractor_args(p)
@@ -530,6 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-out", required=True)
     p.add_argument("--curves-out", required=True)
     p.add_argument("--loss-out", required=True)
+    p.add_argument("--variants", nargs="*", default=[], help="VARIANT=BASE: a variant is drawn in its base's colour")
+
+    p = verb("class-grid", cmd_class_grid, "a class-conditional model's samples, one row per class (Figures 7, 11)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--samples", required=True, help="samples .npz with the labels they were drawn with")
+    p.add_argument("--dataset-meta", required=True, help="the prepared dataset's meta.json (levels, class names)")
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--max-classes", type=int, default=10)
+    p.add_argument("--out", required=True)
     p = verb("inpaint", cmd_inpaint, "complete test images whose top rows are given (Figures 6 and 12)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--test", required=True)
@@ -608,16 +646,24 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
+        print(f"aiqn {args.verb}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Bad or missing input, or an optional extra that is not installed: reported in one line,
+    without a traceback. Imported only when an error occurs: aiqn.data loads every dataset module
+    and scikit-learn (about 1.5 s), which verbs that read no data should not pay for."""
     from aiqn.data.download import ChecksumMismatch
     from aiqn.metrics.inception import InceptionUnavailable
     from aiqn.report.provenance import ProvenanceError
 
-    try:
-        args.func(args)
-    # bad or missing input, or an optional extra that is not installed: one line, no traceback
-    except (ProvenanceError, FileNotFoundError, ChecksumMismatch, InceptionUnavailable) as error:
-        print(f"aiqn {args.verb}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return ProvenanceError, FileNotFoundError, ChecksumMismatch, InceptionUnavailable
 
 
 if __name__ == "__main__":

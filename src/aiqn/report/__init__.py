@@ -13,6 +13,7 @@ _EXPORTS = {
     "metrics_summary": "tables",
     "write_table1": "tables",
     "image_grid": "figures",
+    "plot_class_grid": "figures",
     "plot_inpainting": "figures",
     "plot_loss_curves": "figures",
     "plot_sample_grids": "figures",

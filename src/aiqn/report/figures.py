@@ -108,8 +108,13 @@ def _wrap(label: str, width: int = 38) -> str:
     return "\n".join(wrap_label(label, width))
 
 
-def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) -> None:
-    """Save the Figure 4 analogue: IS and FID (and bits/dim if present) against training step."""
+def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str,
+                         base_of: dict[str, str] | None = None, dotted: set[str] | frozenset = frozenset()) -> Figure:
+    """Save the Figure 4 analogue: IS and FID (and bits/dim if present) against training step.
+
+    `base_of` maps a variant to its base model, which it shares a colour with; models in `dotted`
+    (the class-conditional ones, as in the paper's Figure 4) are drawn with dotted lines."""
+    base_of = base_of or {}
     records = load_metric_records(metric_paths)
     records = records[records["dataset"] == dataset]
     if records.empty:
@@ -118,8 +123,9 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) ->
     real, ours = records[is_real], records[~is_real & records["step"].notna()]
     metrics = ["IS", "FID"] + (["bits/dim"] if (ours["metric"] == "bits/dim").any() else [])
 
-    models = sorted(pd.unique(ours["model"]), key=lambda m: (_model_rank(m), str(m)))
-    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    models = sorted(pd.unique(ours["model"]), key=lambda m: (_model_rank(base_of.get(m, m)), str(m)))
+    bases = list(dict.fromkeys(base_of.get(m, m) for m in models))  # in order of first appearance
+    colours = {m: f"C{bases.index(base_of.get(m, m)) % 10}" for m in models}
     markers = "osD^vP*X"
 
     fig = _new_figure(4.8 * len(metrics), 4.2)
@@ -134,7 +140,8 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) ->
             values = line["value"].to_numpy(dtype=float)
             std = line["std"].to_numpy(dtype=float)
             ax.plot(steps, values, marker=markers[i % len(markers)], color=colours[model],
-                    label=str(model))
+                    linestyle=":" if model in dotted else "-",
+                    label=f"{model} (class-conditional)" if model in dotted else str(model))
             if np.isfinite(std).any():
                 ax.errorbar(steps, values, yerr=np.nan_to_num(std), fmt="none",
                             ecolor=colours[model], capsize=3, alpha=0.7)
@@ -151,6 +158,7 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str) ->
             ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{dataset}: sample quality during training (Figure 4 analogue)", fontsize=12)
     _save(fig, out_png)
+    return fig
 
 
 def plot_loss_curves(log_csvs: dict[str, str], out_png: str, ylabels: dict[str, str] | None = None) -> None:
@@ -203,4 +211,43 @@ def plot_inpainting(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     fig.set_size_inches(side * len(panels), side * (len(rows) / (k + 2)) + (0.8 if title else 0.5))
     if title:
         fig.suptitle(title, fontsize=12)
+    _save(fig, out_png)
+
+
+def class_rows(images: np.ndarray, labels: np.ndarray, per_class: int, max_classes: int
+               ) -> tuple[list[int], np.ndarray]:
+    """The first `max_classes` classes that occur in `labels` (N,) and, for each, the first
+    `per_class` images (N, C, H, W) drawn with it: (classes, rows (R, per_class, C, H, W)); a
+    class with fewer images is padded with black ones."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    classes = [int(c) for c in np.unique(labels) if c >= 0][:max_classes]
+    if not classes:
+        raise ValueError("no class labels >= 0: these samples are not from a class-conditional model")
+    rows = np.zeros((len(classes), per_class, *images.shape[1:]), dtype=images.dtype)
+    for r, c in enumerate(classes):
+        chosen = images[labels == c][:per_class]  # (<= per_class, C, H, W)
+        rows[r, : len(chosen)] = chosen
+    return classes, rows
+
+
+def plot_class_grid(images: np.ndarray, labels: np.ndarray, levels: int, out_png: str, per_class: int = 10,
+                    class_names: list[str] | None = None, max_classes: int = 10, title: str = "") -> None:
+    """The Figure 7 / 11 analogue: one row per class (the first `max_classes` classes that occur),
+    the first `per_class` samples drawn with that label. images (N, C, H, W) integer levels,
+    labels (N,) the class each sample was generated with."""
+    classes, rows = class_rows(images, labels, per_class, max_classes)
+    grid = image_grid(rows.reshape(-1, *rows.shape[2:]), levels, per_class)  # (R*H + R-1, K*W + K-1[, 3])
+    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
+    height, width = images.shape[2], images.shape[3]
+    scale = max(2.0, 160.0 / max(per_class * (width + 1), 1))  # ~2 screen pixels per image pixel or more
+    fig = _new_figure(max(3.5, scale * grid.shape[1] / DPI + 1.4), max(2.5, scale * grid.shape[0] / DPI + 0.8))
+    ax = fig.subplots()
+    _show_grid(ax, grid)
+    ax.set_yticks([r * (height + 1) + height / 2 - 0.5 for r in range(len(classes))], names, fontsize=8)
+    ax.set_xticks([])
+    ax.set_ylabel("class the sample was drawn with")
+    if title:
+        ax.set_title(title, fontsize=10)
     _save(fig, out_png)

@@ -243,8 +243,11 @@ def explain(cell: dict) -> str:
     cfg = rec["config"]
     if "not_applicable" not in cfg:
         model, train = cfg["model"], cfg["train"]
-        lines.append(f"  {'model config':<14} head={model['head']} blocks={model['blocks']} "
-                     f"filter={model['filter_size']} planes={model['planes']} output_planes={model['output_planes']}")
+        if "head" in model:  # PixelCNN / PixelIQN
+            lines.append(f"  {'model config':<14} head={model['head']} blocks={model['blocks']} "
+                         f"filter={model['filter_size']} planes={model['planes']} output_planes={model['output_planes']}")
+        else:  # other models (the AIQN-VAE): every field
+            lines.append(f"  {'model config':<14} " + " ".join(f"{k}={v}" for k, v in model.items()))
         lines.append(f"  {'train config':<14} {train['optimizer']} lr={train['lr']} steps={train['steps']} "
                      f"batch={train['batch_size']} ema={train['ema_rate']} seed={train['seed']}")
     rule = rec["rule"]

@@ -30,7 +30,7 @@ RECORD_COLUMNS = [
     "dataset", "model", "step", "final", "metric", "value", "std", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
-MODEL_ORDER = ("pixelcnn", "pixeliqn")
+MODEL_ORDER = ("pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond")
 METRIC_ORDER = ("FID", "IS", "bits/dim")
 MISSING = "–"
 
