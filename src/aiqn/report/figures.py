@@ -153,6 +153,10 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str,
         ax.set_ylabel("\n".join(_wrap(label) for label in labels), fontsize=9)
         ax.set_xlabel("training step")
         ax.set_title(metric)
+        values = sub["value"].to_numpy(dtype=float)
+        if metric == "FID" and values.size and values.min() > 0 and values.max() / values.min() > 20:
+            ax.set_yscale("log")  # early checkpoints are orders of magnitude worse than late ones
+            ax.set_title("FID (log scale)")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
@@ -247,7 +251,7 @@ def plot_class_grid(images: np.ndarray, labels: np.ndarray, levels: int, out_png
     _show_grid(ax, grid)
     ax.set_yticks([r * (height + 1) + height / 2 - 0.5 for r in range(len(classes))], names, fontsize=8)
     ax.set_xticks([])
-    ax.set_ylabel("class the sample was drawn with")
+    ax.set_ylabel("class label")
     if title:
         ax.set_title(title, fontsize=10)
     _save(fig, out_png)
