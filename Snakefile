@@ -23,6 +23,8 @@ include: "rules/sample.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/vae.smk"
+include: "rules/agave.smk"
+include: "rules/cqf.smk"
 
 
 rule all:

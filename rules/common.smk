@@ -62,9 +62,9 @@ def check_run_config():
                              "names with '_', so dataset names use letters, digits and '-' only")
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
-    for name in config["run"].get("models_per_dataset", {}):
-        if name not in config["run"]["datasets"]:
-            raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which run.datasets does not list")
+    for name in config["run"].get("models_per_dataset", {}):  # a dataset outside this run is allowed (profiles)
+        if name not in config["datasets"]:
+            raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which datasets does not define")
     schema = yaml.safe_load(open(workflow.source_path("../schemas/params.schema.yaml")))
     model_schema = {"$defs": schema["$defs"], **schema["$defs"]["model"]}
     for name, entry in config["models"].items():
@@ -171,4 +171,6 @@ def all_reports():
     targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
     targets += sweep_targets()
     targets += vae_targets()  # rules/vae.smk
+    targets += agave_targets()  # rules/agave.smk
+    targets += cqf_targets()  # rules/cqf.smk
     return targets

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -155,6 +156,25 @@ def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
             shutil.copy2(source, target)
 
 
+def publish_final(args, final: Path, step: int, model_config, train_config, began: float, device: str,
+                  **extra) -> None:
+    """Publish the final checkpoint of a run (`publish`) and write `train.json` beside it: the
+    checkpoint, log and data hashes, both configs (dataclasses), seed, time, device and
+    environment, plus `extra` fields. Used by the verbs that train the sibling models (VAE,
+    AGAVE, CQF); `args` has dataset, data, state_dir and out_dir."""
+    from aiqn.report.provenance import environment
+    from aiqn.utils import file_record, write_json
+
+    publish(args.state_dir, args.out_dir, {step: final})
+    out = Path(args.out_dir)
+    write_json(out / "train.json", {
+        "dataset": args.dataset, **extra, "step": step, "checkpoint": file_record(out / final.name),
+        "train_log": file_record(out / "train_log.csv"), "data": file_record(args.data),
+        "config": {"model": asdict(model_config), "train": asdict(train_config)}, "seed": train_config.seed,
+        "seconds_this_invocation": round(time.time() - began, 2), "device": device, "environment": environment(device)})
+    log.info("step %d checkpoint -> %s (%.1f s)", step, out / final.name, time.time() - began)
+
+
 def cmd_sample(args) -> None:
     from aiqn.sampling import generate
     from aiqn.training import load_checkpoint, model_from_checkpoint
@@ -192,7 +212,12 @@ def cmd_evaluate(args) -> None:
     extractor, name = _extractor(args)
     metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
     ckpt = load_checkpoint(args.checkpoint)
-    if ckpt["config"].get("head") == "categorical":  # VAE checkpoints have no head
+    if ckpt.get("kind") == "cqf":  # CQF: the bound of eq. 6 on the test split (none for its gan variant)
+        from aiqn.cqf_cli import cqf_bits_per_dim_metrics
+
+        metrics += cqf_bits_per_dim_metrics(ckpt, args.dataset, args.test, args.importance_samples, args.bpd_seed,
+                                            device=resolve_device(args.device), batch_size=args.batch_size)
+    elif ckpt["config"].get("head") == "categorical":  # VAE checkpoints have no head
         test_images, test_labels = load_split(args.test)
         device = resolve_device(args.device)
         model = model_from_checkpoint(ckpt, use_ema=True, device=device)
@@ -517,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
     p.add_argument("--rule", default="evaluate_checkpoint", help="the calling rule, for the provenance record")
+    p.add_argument("--importance-samples", type=int, default=1,
+                   help="CQF checkpoints: bits/dim with K posterior samples (1: the ELBO, >1: importance-weighted)")
+    p.add_argument("--bpd-seed", type=int, default=0, help="CQF checkpoints: seed of the dequantization and eps draws")
 
     p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
     extractor_args(p)
@@ -636,6 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
     from aiqn.vae_cli import add_vae_verbs  # the AIQN-VAE's verbs (appendix, Figure 9)
 
     add_vae_verbs(verb)
+    from aiqn.agave_cli import add_agave_verbs  # AGAVE (Lucas & Verbeek 2018)
+    from aiqn.cqf_cli import add_cqf_verbs  # CQF (Shmelkov et al. 2018)
+
+    add_agave_verbs(verb)
+    add_cqf_verbs(verb)
     return parser
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,9 @@ LATENTS = {"prior": "N(0, I) prior -> decoder", "aiqn": "tau ~ U[0,1]^d -> AIQN 
 
 
 def cmd_train_vae(args) -> None:
-    from aiqn.cli import publish, resolve_device
+    from aiqn.cli import publish_final, resolve_device
     from aiqn.data import get_dataset, load_split
     from aiqn.models.vae import VAEConfig, aiqn_vae_config
-    from aiqn.report.provenance import environment
-    from aiqn.utils import file_record, write_json
     from aiqn.vae_training import VAETrainConfig, train_vae
 
     spec = get_dataset(args.dataset)
@@ -49,16 +46,8 @@ def cmd_train_vae(args) -> None:
     began = time.time()
     checkpoints = train_vae(config, train_config, images, args.state_dir, device=device,
                             progress=not args.no_progress)
-    final = checkpoints[train_config.steps]
-    publish(args.state_dir, args.out_dir, {train_config.steps: final})
-    out = Path(args.out_dir)
-    write_json(out / "train.json", {
-        "dataset": args.dataset, "variant": args.variant, "step": train_config.steps,
-        "checkpoint": file_record(out / final.name), "train_log": file_record(out / "train_log.csv"),
-        "data": file_record(args.data), "config": {"model": asdict(config), "train": asdict(train_config)},
-        "seed": train_config.seed, "seconds_this_invocation": round(time.time() - began, 2),
-        "device": device, "environment": environment(device)})
-    log.info("%s: step %d checkpoint -> %s", args.variant, train_config.steps, out / final.name)
+    publish_final(args, checkpoints[train_config.steps], train_config.steps, config, train_config, began, device,
+                  variant=args.variant)
 
 
 def cmd_sample_vae(args) -> None:

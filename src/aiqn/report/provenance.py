@@ -225,16 +225,22 @@ def explain(cell: dict) -> str:
         return "\n".join(lines)
     file_line("metrics", rec["metrics_file"])
     samples = rec["samples"]
-    file_line("samples", samples, f"  (n={samples.get('n')}, seed={samples.get('seed')}, "
-                                  f"method={samples.get('method', '-')})")
+    if "not_applicable" in samples:  # bits/dim cells (AGAVE): no samples
+        lines.append(f"  {'samples':<14} not applicable: {samples['not_applicable']}")
+    else:
+        file_line("samples", samples, f"  (n={samples.get('n')}, seed={samples.get('seed')}, "
+                                      f"method={samples.get('method', '-')})")
     ckpt = rec["checkpoint"]
     if "not_applicable" in ckpt:
         lines.append(f"  {'checkpoint':<14} not applicable: {ckpt['not_applicable']}")
     else:
         file_line("checkpoint", ckpt, f"  (step {ckpt['step']}, {ckpt['weights']} weights)")
     ref = rec["reference"]
-    file_line("reference", ref, f"  (n={ref['n']}, seed={ref['seed']}, extractor {ref['extractor']})")
-    file_line("extractor", ref["extractor_weights"])
+    if "not_applicable" in ref:  # bits/dim cells (AGAVE): no feature statistics
+        lines.append(f"  {'reference':<14} not applicable: {ref['not_applicable']}")
+    else:
+        file_line("reference", ref, f"  (n={ref['n']}, seed={ref['seed']}, extractor {ref['extractor']})")
+        file_line("extractor", ref["extractor_weights"])
     data = rec["dataset"]
     for split, entry in data["prepared"].items():
         file_line(f"data/{split}", entry)
@@ -248,7 +254,8 @@ def explain(cell: dict) -> str:
                          f"filter={model['filter_size']} planes={model['planes']} output_planes={model['output_planes']}")
         else:  # other models (the AIQN-VAE): every field
             lines.append(f"  {'model config':<14} " + " ".join(f"{k}={v}" for k, v in model.items()))
-        lines.append(f"  {'train config':<14} {train['optimizer']} lr={train['lr']} steps={train['steps']} "
+        optimizer = train.get("optimizer", "adamax" if "adamax_beta1" in train else "-")  # CQF: Adamax
+        lines.append(f"  {'train config':<14} {optimizer} lr={train['lr']} steps={train['steps']} "
                      f"batch={train['batch_size']} ema={train['ema_rate']} seed={train['seed']}")
     rule = rec["rule"]
     lines.append(f"  {'rule':<14} {rule['name']} {rule['wildcards']} -> table rule {rec.get('table_rule')}")

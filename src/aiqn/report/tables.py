@@ -30,8 +30,9 @@ RECORD_COLUMNS = [
     "dataset", "model", "step", "final", "metric", "value", "std", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
-MODEL_ORDER = (  # rows in this order (Table 1, then the AIQN-VAE table); other models after them
-    "pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "vae", "aiqn-vae", "aiqn-vae (gaussian prior)",
+MODEL_ORDER = (  # rows in this order (Table 1, then the AIQN-VAE table, CQF's); other models after them
+    "pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "gan", "vae", "aiqn-vae", "aiqn-vae (gaussian prior)",
+    "cq", "cqf",
 )
 METRIC_ORDER = ("FID", "IS", "bits/dim")
 MISSING = "–"

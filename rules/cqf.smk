@@ -1,0 +1,225 @@
+# CQF (Shmelkov et al. 2018, "Coverage and quality driven training of generative image models";
+# issue 8; docs/cqf.md): the Table 1 ablation. Per dataset of cqf.datasets, four variants of one
+# generator: gan (quality loss only), vae (coverage loss only), cq (both), cqf (both, and an NVP flow
+# between the decoder's feature space and the pixels):
+#   train_cqf     -> results/cqf/{dataset}/{variant}/ckpt_<steps>.pt, train_log.csv, config.json, train.json
+#                    (resumable state in state/cqf/{dataset}/{variant}/, never a rule output)
+#   sample_cqf    -> results/cqf/{dataset}/samples/{variant}.npz (+ .npz.json): G(z), EMA weights
+#   evaluate_cqf  -> results/cqf/{dataset}/metrics/{variant}.json: FID / IS by the `evaluate` verb (same
+#                    extractor, reference statistics, labels and provenance as Table 1) and, for vae, cq
+#                    and cqf, bits/dim on the test split (eq. 6 bound with the flow's log-determinant)
+#   cqf_table1    -> reports/tables/cqf_table1.{csv,md,tex}, reports/provenance/cqf_table1.json
+#   cqf_figures   -> reports/figures/{dataset}_cqf_samples.png (+ .png.json), {dataset}_cqf_curves.png
+# Everything lives under results/cqf/, which no other rule's pattern matches.
+import shlex
+
+CQF_VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.models.cqf.VARIANTS, in the paper's order
+
+
+def cqf_section():
+    return config.get("cqf", {})
+
+
+def cqf_datasets():
+    return cqf_section().get("datasets", [])
+
+
+def check_cqf_config():
+    """Fail at parse time, naming the key, when cqf.datasets names something params.yaml lacks."""
+    for name in cqf_datasets():
+        if "_" in name:
+            raise ValueError(f"params.yaml: cqf.datasets has {name!r}, a name with '_'; dataset names use "
+                             "letters, digits and '-' only")
+        if name not in config["datasets"]:
+            raise ValueError(f"params.yaml: cqf.datasets lists {name!r} but datasets.{name} is missing")
+
+
+check_cqf_config()
+
+
+def cqf_train_section():
+    section = dict(cqf_section().get("train", {}))
+    section.setdefault("seed", config.get("seed", 0))
+    return section
+
+
+def cqf_steps():
+    return cqf_train_section().get("steps", 2000)  # CQFTrainConfig's default
+
+
+def cqf_checkpoint(dataset, variant):
+    """The published final checkpoint of a variant (the file name carries the step)."""
+    return f"results/cqf/{dataset}/{variant}/ckpt_{cqf_steps():07d}.pt"
+
+
+def cqf_samples(dataset, variant):
+    return f"results/cqf/{dataset}/samples/{variant}.npz"
+
+
+def cqf_targets():
+    """The CQF report files for `rule all` (none when cqf.datasets is empty)."""
+    if not cqf_datasets():
+        return []
+    targets = [f"reports/tables/cqf_table1.{ext}" for ext in ("csv", "md", "tex")]
+    targets.append("reports/provenance/cqf_table1.json")
+    for dataset in cqf_datasets():
+        targets += [f"reports/figures/{dataset}_cqf_samples.png", f"reports/figures/{dataset}_cqf_curves.png"]
+    return targets
+
+
+rule train_cqf:
+    input:
+        train="data/processed/{dataset}/train.npz",
+    output:
+        checkpoint=cqf_checkpoint("{dataset}", "{variant}"),
+        log_csv="results/cqf/{dataset}/{variant}/train_log.csv",
+        config="results/cqf/{dataset}/{variant}/config.json",
+        record="results/cqf/{dataset}/{variant}/train.json",
+    wildcard_constraints:
+        variant="|".join(CQF_VARIANTS),
+    params:
+        architecture=as_json(cqf_section().get("architecture", {})),
+        train_config=as_json(cqf_train_section()),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/cqf/train/{dataset}/{variant}.log",
+    benchmark:
+        "logs/cqf/bench/train_{dataset}_{variant}.tsv"
+    shell:
+        "{PYTHON} --threads {threads} train-cqf --dataset {wildcards.dataset} --data {input.train}"
+        " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
+        " --state-dir state/cqf/{wildcards.dataset}/{wildcards.variant}"
+        " --out-dir results/cqf/{wildcards.dataset}/{wildcards.variant} --device {params.device}"
+        " --no-progress > {log} 2>&1"
+
+
+rule sample_cqf:
+    input:
+        checkpoint=lambda w: cqf_checkpoint(w.dataset, w.variant),
+    output:
+        samples=cqf_samples("{dataset}", "{variant}"),
+        meta=cqf_samples("{dataset}", "{variant}") + ".json",
+    wildcard_constraints:
+        variant="|".join(CQF_VARIANTS),
+    params:
+        n=config["sampling"]["n_samples"],
+        seed=config["sampling"].get("seed", 1),
+        batch_size=config["sampling"].get("batch_size", 500),
+        # the full density model's noise is off by default (and never for gan, which has none)
+        noise=lambda w: ("--decoder-noise" if cqf_section().get("sampling", {}).get("decoder_noise")
+                         and w.variant != "gan" else ""),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/cqf/sample/{dataset}/{variant}.log",
+    benchmark:
+        "logs/cqf/bench/sample_{dataset}_{variant}.tsv"
+    shell:
+        "{PYTHON} --threads {threads} sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
+        " --batch-size {params.batch_size} {params.noise} --device {params.device} --out {output.samples} > {log} 2>&1"
+
+
+# The PixelCNN's `evaluate` verb: the same FID / IS, labels and provenance record; for a CQF
+# checkpoint it adds bits/dim (aiqn.cqf_cli.cqf_bits_per_dim_metrics) unless the variant is gan.
+rule evaluate_cqf:
+    input:
+        samples=rules.sample_cqf.output.samples,
+        samples_meta=rules.sample_cqf.output.meta,
+        checkpoint=lambda w: cqf_checkpoint(w.dataset, w.variant),
+        extractor=lambda w: extractor_path(w.dataset),
+        reference=lambda w: reference_path(w.dataset),
+        test=rules.prepare_data.output.test,
+        dataset_meta=rules.prepare_data.output.meta,
+    output:
+        "results/cqf/{dataset}/metrics/{variant}.json",
+    wildcard_constraints:
+        variant="|".join(CQF_VARIANTS),
+    params:
+        splits=config["evaluation"].get("is_splits", 10),
+        name=lambda w: extractor_name(w.dataset),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"].get("batch_size", 500),
+        importance_samples=cqf_section().get("evaluation", {}).get("importance_samples", 1),
+        bpd_seed=cqf_section().get("evaluation", {}).get("seed", 0),
+        device=config.get("device", "auto"),
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/cqf/evaluate/{dataset}/{variant}.log",
+    benchmark:
+        "logs/cqf/bench/evaluate_{dataset}_{variant}.tsv"
+    shell:
+        "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {wildcards.variant}"
+        " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
+        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --reference {input.reference} --test {input.test}"
+        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule evaluate_cqf"
+        " --importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}"
+        " --wildcards dataset={wildcards.dataset},variant={wildcards.variant} --out {output} > {log} 2>&1"
+
+
+rule cqf_table1:
+    input:
+        metrics=[f"results/cqf/{dataset}/metrics/{variant}.json" for dataset in cqf_datasets()
+                 for variant in CQF_VARIANTS]
+        + [f"results/metrics/{dataset}/real_test.json" for dataset in cqf_datasets()],
+        paper="paper/cqf_table1.csv",
+    output:
+        csv=report("reports/tables/cqf_table1.csv", caption="../report/cqf_table1.rst", category="CQF"),
+        md="reports/tables/cqf_table1.md",
+        tex="reports/tables/cqf_table1.tex",
+        provenance="reports/provenance/cqf_table1.json",
+    params:
+        title="CQF Table 1 (analogue): coverage and quality driven training, ablation",
+        caption=(
+            "gan: quality loss only (eq. 7); vae: coverage loss only (eq. 6, factorized Gaussian decoder); cq: both "
+            "losses; cqf: both losses and an NVP flow between the decoder's feature space and the pixels. Each at "
+            "its final step, EMA weights, samples G(z). FID lower is better, IS higher is better, bits/dim lower is "
+            "better (a bound: the label names it; the gan variant has no likelihood). Each column header is the "
+            "metric label, which names the feature extractor, sample counts, split and bound; the real test split "
+            "is the floor."
+        ),
+        paper_heading="Paper (Shmelkov et al. 2018, Table 1: CIFAR-10, Inception-v3)",
+    log:
+        "logs/cqf/table.log",
+    benchmark:
+        "logs/cqf/bench/table.tsv"
+    shell:
+        "{PYTHON} --threads {threads} table --name cqf_table1 --title {params.title:q} --caption {params.caption:q}"
+        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
+        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+
+
+rule cqf_figures:
+    input:
+        real=rules.prepare_data.output.test,
+        samples=lambda w: [cqf_samples(w.dataset, variant) for variant in CQF_VARIANTS],
+        samples_meta=lambda w: [cqf_samples(w.dataset, variant) + ".json" for variant in CQF_VARIANTS],
+        train_logs=lambda w: [f"results/cqf/{w.dataset}/{variant}/{name}" for variant in CQF_VARIANTS
+                              for name in ("train_log.csv", "config.json")],
+    output:
+        grid=report("reports/figures/{dataset}_cqf_samples.png", caption="../report/cqf_samples.rst",
+                    category="CQF", subcategory="{dataset}"),
+        record="reports/figures/{dataset}_cqf_samples.png.json",
+        curves=report("reports/figures/{dataset}_cqf_curves.png", caption="../report/cqf_curves.rst",
+                      category="CQF", subcategory="{dataset}"),
+    params:
+        samples=lambda w: " ".join(shlex.quote(f"{variant}={cqf_samples(w.dataset, variant)}")
+                                   for variant in CQF_VARIANTS),
+        train_logs=lambda w: " ".join(f"{variant}=results/cqf/{w.dataset}/{variant}/train_log.csv"
+                                      for variant in CQF_VARIANTS),
+        grid_n=config.get("report", {}).get("grid_n", 64),
+    log:
+        "logs/cqf/figures_{dataset}.log",
+    benchmark:
+        "logs/cqf/bench/figures_{dataset}.tsv"
+    shell:
+        "{PYTHON} --threads {threads} cqf-figures --dataset {wildcards.dataset} --real {input.real}"
+        " --samples {params.samples} --train-logs {params.train_logs} --grid-n {params.grid_n}"
+        " --grid-out {output.grid} --loss-out {output.curves} > {log} 2>&1"
