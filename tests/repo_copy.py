@@ -1,5 +1,6 @@
 """Helpers for tests that run the pipeline in a temporary copy of the repository."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,3 +28,40 @@ def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.Completed
     env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@contextlib.contextmanager
+def repo_layout(root: Path, digits_dir: Path):
+    """Run in-process CLI verbs in `root`, laid out like the repository: the prepared digits in
+    data/processed/digits, one torch thread; the working folder and threads are restored after.
+    Yields the data folder (relative)."""
+    import torch
+
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(root)
+    torch.set_num_threads(1)
+    try:
+        data = "data/processed/digits"
+        shutil.copytree(digits_dir, data, ignore=shutil.ignore_patterns("raw"))
+        yield data
+    finally:
+        torch.set_num_threads(threads)
+        os.chdir(cwd)
+
+
+def digits_scoring(data: str, n_reference: int = 200) -> tuple[list[str], str]:
+    """Train a tiny digits classifier and its reference statistics, as the pipeline's rules do;
+    returns (the extractor arguments of the evaluation verbs, the reference statistics path)."""
+    import json
+
+    from aiqn.cli import main
+
+    main(["train-classifier", "--dataset", "digits", "--train", f"{data}/train.npz", "--test", f"{data}/test.npz",
+          "--config", json.dumps({"steps": 30, "hidden": 16}), "--out", "results/extractors/digits/classifier.pt",
+          "--report", "results/extractors/digits/classifier.json"])
+    extractor = ["--extractor", "results/extractors/digits/classifier.pt", "--extractor-name", "digits-classifier",
+                 "--extractor-kind", "classifier", "--device", "cpu"]
+    reference = f"results/reference/digits/digits-classifier_{n_reference}.npz"
+    main(["reference-stats", *extractor, "--dataset", "digits", "--data", f"{data}/train.npz", "--n",
+          str(n_reference), "--out", reference])
+    return extractor, reference

@@ -19,7 +19,7 @@ import yaml
 from aiqn.cli import main
 from aiqn.report.provenance import load_table_records, missing_fields
 from aiqn.utils import read_json
-from repo_copy import REPO, copy_repo, snakemake
+from repo_copy import REPO, copy_repo, repo_layout, snakemake
 
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "cond_planes": 4, "blocks": 2,
                 "planes": 8, "output_planes": 16}
@@ -44,13 +44,7 @@ def evaluate_args(name: str, checkpoint: str, k: int, data: str) -> list[str]:
 def run(digits_dir, tmp_path_factory):
     """The rules' commands, in-process, in a folder laid out like the repository."""
     root = tmp_path_factory.mktemp("agave_run")
-    cwd = os.getcwd()
-    os.chdir(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = "data/processed/digits"
-        shutil.copytree(digits_dir, data, ignore=shutil.ignore_patterns("raw"))
+    with repo_layout(root, digits_dir) as data:
         for lam in (1, 2):
             main(train_agave_args({**TRAIN, "kl_weight": lam}, f"state/agave/digits/lambda{lam}",
                                   f"results/agave/digits/lambda{lam}", f"{data}/train.npz"))
@@ -82,9 +76,6 @@ def run(digits_dir, tmp_path_factory):
               "--samples-figure", "reports/figures/digits_agave_samples.png",
               "--ablation-out", "reports/figures/digits_agave_ablation.png"])
         yield root
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(cwd)
 
 
 def test_train_agave_publishes_its_state_and_a_record(run):

@@ -21,7 +21,7 @@ from aiqn.cqf_cli import bits_per_dim_label
 from aiqn.report.provenance import load_table_records, missing_fields, table_provenance
 from aiqn.report.tables import build_table1
 from aiqn.utils import read_json
-from repo_copy import REPO, copy_repo, snakemake
+from repo_copy import REPO, copy_repo, digits_scoring, repo_layout, snakemake
 
 VARIANTS = ("gan", "vae", "cq", "cqf")
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "flow_hidden": 8, "flow_blocks": 1,
@@ -48,21 +48,8 @@ def evaluate_args(variant: str, extractor: list[str], reference: str, data: str,
 def run(digits_dir, tmp_path_factory):
     """The rules' commands, in-process, in a folder laid out like the repository."""
     root = tmp_path_factory.mktemp("cqf_run")
-    cwd = os.getcwd()
-    os.chdir(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = "data/processed/digits"
-        shutil.copytree(digits_dir, data, ignore=shutil.ignore_patterns("raw"))
-        main(["train-classifier", "--dataset", "digits", "--train", f"{data}/train.npz", "--test", f"{data}/test.npz",
-              "--config", json.dumps({"steps": 30, "hidden": 16}), "--out", "results/extractors/digits/classifier.pt",
-              "--report", "results/extractors/digits/classifier.json"])
-        extractor = ["--extractor", "results/extractors/digits/classifier.pt", "--extractor-name", "digits-classifier",
-                     "--extractor-kind", "classifier", "--device", "cpu"]
-        reference = "results/reference/digits/digits-classifier_200.npz"
-        main(["reference-stats", *extractor, "--dataset", "digits", "--data", f"{data}/train.npz", "--n", "200",
-              "--out", reference])
+    with repo_layout(root, digits_dir) as data:
+        extractor, reference = digits_scoring(data)
         main(["evaluate-real", *extractor, "--dataset", "digits", "--test", f"{data}/test.npz", "--reference", reference,
               "--dataset-meta", f"{data}/meta.json", "--splits", "2", "--wildcards", "dataset=digits",
               "--out", "results/metrics/digits/real_test.json"])
@@ -88,9 +75,6 @@ def run(digits_dir, tmp_path_factory):
               "--grid-n", "16", "--grid-out", "reports/figures/digits_cqf_samples.png",
               "--loss-out", "reports/figures/digits_cqf_curves.png"])
         yield root
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(cwd)
 
 
 def test_train_cqf_publishes_hard_links_of_its_state_and_a_record(run):

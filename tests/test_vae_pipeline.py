@@ -19,7 +19,7 @@ import yaml
 from aiqn.cli import main
 from aiqn.report.provenance import load_table_records, missing_fields
 from aiqn.utils import read_json
-from repo_copy import copy_repo, snakemake
+from repo_copy import copy_repo, digits_scoring, repo_layout, snakemake
 
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "aiqn_hidden": 32, "aiqn_layers": 2}
 AIQN_VAE = {"posterior_variance": 0.1, "kl_weight": 0.5}
@@ -39,21 +39,8 @@ def train_vae_args(variant: str, train: dict, state: str, out: str, data) -> lis
 def run(digits_dir, tmp_path_factory):
     """The rules' commands, in-process, in a folder laid out like the repository."""
     root = tmp_path_factory.mktemp("vae_run")
-    cwd = os.getcwd()
-    os.chdir(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = "data/processed/digits"
-        shutil.copytree(digits_dir, data, ignore=shutil.ignore_patterns("raw"))
-        main(["train-classifier", "--dataset", "digits", "--train", f"{data}/train.npz", "--test", f"{data}/test.npz",
-              "--config", json.dumps({"steps": 30, "hidden": 16}), "--out", "results/extractors/digits/classifier.pt",
-              "--report", "results/extractors/digits/classifier.json"])
-        extractor = ["--extractor", "results/extractors/digits/classifier.pt", "--extractor-name", "digits-classifier",
-                     "--extractor-kind", "classifier", "--device", "cpu"]
-        reference = "results/reference/digits/digits-classifier_200.npz"
-        main(["reference-stats", *extractor, "--dataset", "digits", "--data", f"{data}/train.npz", "--n", "200",
-              "--out", reference])
+    with repo_layout(root, digits_dir) as data:
+        extractor, reference = digits_scoring(data)
         train = {"steps": 12, "batch_size": 16, "lr": 3e-3, "ema_rate": 0.5, "checkpoint_steps": [6], "seed": 0}
         for variant in ("vae", "aiqn-vae"):
             main(train_vae_args(variant, train, f"state/vae/digits/{variant}", f"results/vae/digits/{variant}",
@@ -81,9 +68,6 @@ def run(digits_dir, tmp_path_factory):
               "--grid-n", "16", "--grid-out", "reports/figures/digits_aiqn_vae.png",
               "--loss-out", "reports/figures/digits_aiqn_vae_loss.png"])
         yield root
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(cwd)
 
 
 def test_train_vae_publishes_hard_links_of_its_state_and_a_record(run):
