@@ -45,8 +45,6 @@ latent interpolations (Figure 6), the PixelCNN++ decoder and the IAF-VAE (see `a
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import math
@@ -64,7 +62,6 @@ from aiqn.models.vae import gaussian_kl
 from aiqn.objectives import categorical_nll
 from aiqn.sampling import sampler
 from aiqn.training import (
-    NonFiniteLoss,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -73,6 +70,7 @@ from aiqn.training import (
     truncate_log,
     update_ema,
 )
+from aiqn.run_log import BufferedLossLog, config_digest
 from aiqn.utils import set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -256,42 +254,6 @@ def evaluate_agave(ckpt, images: np.ndarray, k: int = 150, seed: int = 0, elbo_s
 
 # ------------------------------------------------------------------------------------- training
 
-def _config_digest(model_config: AgaveConfig, train_config: AgaveTrainConfig, init: dict | None) -> str:
-    payload = json.dumps({"kind": "agave", "model": asdict(model_config), "train": asdict(train_config),
-                          "init": init}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class _LossLog:
-    """Rows of train_log.csv buffered as device tensors, written in groups (one sync per flush)."""
-
-    def __init__(self, path: Path):
-        self.file = open(path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        self.pending: list[tuple[int, torch.Tensor, float, float]] = []
-
-    def add(self, step: int, losses: torch.Tensor, lr: float, seconds: float) -> None:
-        """Buffer step's (loss, reconstruction, auxiliary, kl) tensor (4,)."""
-        self.pending.append((step, losses, lr, seconds))
-
-    def flush(self) -> list[float] | None:
-        """Write the buffered rows; returns the last row's four losses (None when nothing was buffered)."""
-        if not self.pending:
-            return None
-        values = torch.stack([row[1] for row in self.pending]).cpu().tolist()  # (K, 4)
-        for (step, _, lr, seconds), row in zip(self.pending, values):
-            self.writer.writerow([step, *(f"{v:.6f}" for v in row), f"{lr:.3g}", f"{seconds:.2f}"])
-        self.file.flush()
-        bad = next(((row[0], v) for row, v in zip(self.pending, values) if not all(map(math.isfinite, v))), None)
-        self.pending = []
-        if bad is not None:
-            raise NonFiniteLoss(f"the training loss is {bad[1]} at step {bad[0]}: the run diverged")
-        return values[-1]
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def _make_optimizer(params, config: AgaveTrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamax":
         return torch.optim.Adamax(params, lr=config.lr)
@@ -335,7 +297,7 @@ def train_agave(
         if init_ckpt["config"] != asdict(cfg):
             raise ValueError(f"init_from was trained with another model config: {init_ckpt['config']}")
         init = {"digest": init_ckpt["digest"], "step": init_ckpt["step"]}
-    digest = _config_digest(cfg, tcfg, init)
+    digest = config_digest("agave", cfg, tcfg, init=init)
     (run_dir / "config.json").write_text(
         json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "init": init, "digest": digest}, indent=2))
 
@@ -376,7 +338,7 @@ def train_agave(
     began = time.time()
     bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc="train agave",
                disable=not progress, mininterval=2.0)
-    losses = _LossLog(log_path)
+    losses = BufferedLossLog(log_path, [True] * 4, with_lr=True)
     try:
         for step in bar:
             index = torch.randint(len(data), (tcfg.batch_size,), generator=generator)  # (B,)
@@ -394,7 +356,7 @@ def train_agave(
             done = step + 1
             row = torch.stack([loss, terms["reconstruction"].mean(), terms["auxiliary"].mean(),
                                terms["kl"].mean()]).detach()  # (4,)
-            losses.add(done, row, tcfg.lr, time.time() - began)
+            losses.add(done, row, time.time() - began, tcfg.lr)
             report = done % 50 == 0 or done % report_every == 0
             if report or done in tcfg.checkpoint_steps or done == end:
                 last = losses.flush()

@@ -58,11 +58,8 @@ CQF mixed flow weights from different phases and its bits/dim rose from 4.3 (raw
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +72,6 @@ from tqdm.auto import tqdm
 from aiqn.models.cqf import VARIANTS, CQFConfig, CQFModel, Discriminator, build_cqf, check_variant, dequantize, quantize
 from aiqn.objectives import nats_to_bits_per_dim
 from aiqn.training import (
-    NonFiniteLoss,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -84,6 +80,7 @@ from aiqn.training import (
     truncate_log,
     update_ema,
 )
+from aiqn.run_log import BufferedLossLog, config_digest
 from aiqn.utils import set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -177,45 +174,8 @@ class CQFTrainConfig:
         self.checkpoint_steps = steps
 
 
-def _config_digest(config: CQFConfig, train_config: CQFTrainConfig) -> str:
-    payload = json.dumps({"kind": "cqf", "model": asdict(config), "train": asdict(train_config)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 def _adamax(params, tcfg: CQFTrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adamax(params, lr=tcfg.lr, betas=(tcfg.adamax_beta1, tcfg.adamax_beta2))
-
-
-class _LossLog:
-    """Rows of train_log.csv buffered as tensors (len(LOG_COLUMNS),), NaN for absent terms."""
-
-    def __init__(self, path: Path, present: list[bool]):
-        self.present = present
-        self.file = open(path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        self.pending: list[tuple[int, torch.Tensor, float]] = []
-
-    def add(self, step: int, row: torch.Tensor, seconds: float) -> None:
-        self.pending.append((step, row, seconds))
-
-    def flush(self) -> list[float] | None:
-        """Write the buffered rows; return the last one (None when nothing was buffered)."""
-        if not self.pending:
-            return None
-        values = torch.stack([row[1] for row in self.pending]).cpu().tolist()  # (K, columns)
-        for (step, _, seconds), row in zip(self.pending, values):
-            cells = [f"{v:.6f}" if keep else "" for v, keep in zip(row, self.present)]
-            self.writer.writerow([step, *cells, f"{seconds:.2f}"])
-        self.file.flush()
-        bad = next(((row[0], v) for row, v in zip(self.pending, values)
-                    if not all(math.isfinite(x) for x, keep in zip(v, self.present) if keep)), None)
-        self.pending = []
-        if bad is not None:
-            raise NonFiniteLoss(f"a CQF loss is not finite at step {bad[0]} ({bad[1]}): the run diverged")
-        return values[-1]
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def train_cqf(
@@ -242,7 +202,7 @@ def train_cqf(
     if int(np.max(images)) >= cfg.levels:
         raise ValueError(f"images hold levels up to {int(np.max(images))}, the config has levels={cfg.levels}")
     coverage_on, quality_on, _ = VARIANTS[tcfg.variant]
-    digest = _config_digest(cfg, tcfg)
+    digest = config_digest("cqf", cfg, tcfg)
     (run_dir / "config.json").write_text(
         json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "digest": digest}, indent=2))
 
@@ -295,7 +255,7 @@ def train_cqf(
     end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
     report_every = max(1, tcfg.steps // 20)
     present = [True, coverage_on, coverage_on, coverage_on, coverage_on, quality_on, quality_on, quality_on]
-    losses = _LossLog(log_path, present)
+    losses = BufferedLossLog(log_path, present, with_lr=False, what="a CQF loss is not finite:")
     nan = torch.tensor(float("nan"), device=device)
     model.train()
     began = time.time()

@@ -29,11 +29,8 @@ the paper's VAE samples.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +43,6 @@ from aiqn.models.made import AutoregressiveQuantileMLP
 from aiqn.models.vae import ConvVAE, VAEConfig
 from aiqn.objectives import huber_quantile_loss
 from aiqn.training import (
-    NonFiniteLoss,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -55,6 +51,7 @@ from aiqn.training import (
     truncate_log,
     update_ema,
 )
+from aiqn.run_log import BufferedLossLog, config_digest
 from aiqn.utils import set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -123,46 +120,6 @@ def quantile_loss(aiqn: AutoregressiveQuantileMLP, latents: torch.Tensor, tau: t
     return huber_quantile_loss(latents, prediction, tau, kappa).sum(1).mean()
 
 
-def _config_digest(vae_config: VAEConfig, train_config: VAETrainConfig) -> str:
-    payload = json.dumps({"kind": "vae", "model": asdict(vae_config), "train": asdict(train_config)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-class _LossLog:
-    """Rows of train_log.csv buffered as device tensors, written in groups (one sync per flush)."""
-
-    def __init__(self, path: Path, has_aiqn: bool):
-        self.has_aiqn = has_aiqn
-        self.file = open(path, "a", newline="")
-        self.writer = csv.writer(self.file)
-        self.pending: list[tuple[int, torch.Tensor, float, float]] = []
-
-    def add(self, step: int, losses: torch.Tensor, lr: float, seconds: float) -> None:
-        """Buffer step's (loss, reconstruction, kl, quantile_loss) tensor (4,) (NaN: no AIQN)."""
-        self.pending.append((step, losses, lr, seconds))
-
-    def flush(self) -> list[float] | None:
-        """Write the buffered rows; returns the last row's four losses (None when nothing was buffered)."""
-        if not self.pending:
-            return None
-        values = torch.stack([row[1] for row in self.pending]).cpu().tolist()  # (K, 4)
-        for (step, _, lr, seconds), row in zip(self.pending, values):
-            cells = [f"{v:.6f}" for v in row[:3]] + [f"{row[3]:.6f}" if self.has_aiqn else ""]
-            self.writer.writerow([step, *cells, f"{lr:.3g}", f"{seconds:.2f}"])
-        self.file.flush()
-        checked = 4 if self.has_aiqn else 3
-        bad = next(((row[0], v) for row, v in zip(self.pending, values)
-                    if not all(math.isfinite(x) for x in v[:checked])), None)
-        self.pending = []
-        if bad is not None:
-            raise NonFiniteLoss(f"the training loss is {bad[1]} at step {bad[0]}: the run diverged")
-        return values[-1]
-
-    def close(self) -> None:
-        """Close the file (rows not flushed are dropped)."""
-        self.file.close()
-
-
 def train_vae(
     vae_config: VAEConfig,
     train_config: VAETrainConfig,
@@ -184,7 +141,7 @@ def train_vae(
     expected = (cfg.channels, cfg.height, cfg.width)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"images have shape {tuple(images.shape[1:])}, the config expects {expected}")
-    digest = _config_digest(cfg, tcfg)
+    digest = config_digest("vae", cfg, tcfg)
     (run_dir / "config.json").write_text(
         json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "digest": digest}, indent=2))
 
@@ -228,7 +185,7 @@ def train_vae(
     desc = "train aiqn-vae" if aiqn is not None else "train vae"
     bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc=desc,
                disable=not progress, mininterval=2.0)
-    losses = _LossLog(log_path, aiqn is not None)
+    losses = BufferedLossLog(log_path, [True, True, True, aiqn is not None], with_lr=True)
     nan = torch.tensor(float("nan"), device=device)
     try:
         for step in bar:
@@ -253,7 +210,7 @@ def train_vae(
 
             done = step + 1
             row = torch.stack([out["total"], out["reconstruction"], out["kl"], q_loss]).detach()  # (4,)
-            losses.add(done, row, tcfg.lr, time.time() - began)
+            losses.add(done, row, time.time() - began, tcfg.lr)
             report = done % 50 == 0 or done % report_every == 0
             if report or done in tcfg.checkpoint_steps or done == end:
                 last = losses.flush()

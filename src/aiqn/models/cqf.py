@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from aiqn.models.flows import NVPFlow
-from aiqn.models.vae import gaussian_kl
+from aiqn.models.vae import gaussian_kl, resolve_downsamplings
 
 # variant -> (coverage loss, quality loss, flow); Table 1's rows.
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -109,12 +109,7 @@ class CQFConfig:
     def __post_init__(self):
         if self.levels < 2:
             raise ValueError(f"levels must be >= 2, got {self.levels}")
-        if self.downsamplings is None:
-            self.downsamplings = max(0, int(math.log2(min(self.height, self.width))) - 2)
-        factor = 2 ** self.downsamplings
-        if self.height % factor or self.width % factor:
-            raise ValueError(f"height={self.height} and width={self.width} must be divisible by "
-                             f"2^downsamplings={factor}")
+        self.downsamplings = resolve_downsamplings(self.height, self.width, self.downsamplings)
         if self.latent_dim < 1:
             raise ValueError("latent_dim must be >= 1")
         if self.generator_output not in ("tanh", "none"):

@@ -64,6 +64,17 @@ from aiqn.models.pixelcnn import from_unit, to_unit
 MIN_LOG_SCALE = -7.0
 
 
+def resolve_downsamplings(height: int, width: int, downsamplings: int | None) -> int:
+    """The stride-2 stages of a conv encoder: None gives log2(min(H, W)) - 2 (deepest map 4x4);
+    H and W must be divisible by 2^downsamplings."""
+    if downsamplings is None:
+        downsamplings = max(0, int(math.log2(min(height, width))) - 2)
+    factor = 2 ** downsamplings
+    if height % factor or width % factor:
+        raise ValueError(f"height={height} and width={width} must be divisible by 2^downsamplings={factor}")
+    return downsamplings
+
+
 @dataclass
 class VAEConfig:
     """Everything needed to rebuild a ConvVAE (and its AIQN); stored in checkpoints as `ckpt["config"]`."""
@@ -86,12 +97,7 @@ class VAEConfig:
     def __post_init__(self):
         if self.levels < 2:
             raise ValueError(f"levels must be >= 2, got {self.levels}")
-        if self.downsamplings is None:
-            self.downsamplings = max(0, int(math.log2(min(self.height, self.width))) - 2)
-        factor = 2 ** self.downsamplings
-        if self.height % factor or self.width % factor:
-            raise ValueError(f"height={self.height} and width={self.width} must be divisible by "
-                             f"2^downsamplings={factor}")
+        self.downsamplings = resolve_downsamplings(self.height, self.width, self.downsamplings)
         if self.fixed_posterior_variance is not None and self.fixed_posterior_variance <= 0:
             raise ValueError(f"fixed_posterior_variance must be > 0 or None, got {self.fixed_posterior_variance}")
         if self.kl_weight < 0 or self.latent_dim < 1:
