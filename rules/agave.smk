@@ -3,8 +3,9 @@
 #   train_agave (one per lambda)   -> results/agave/{dataset}/lambda{lam}/ckpt_<steps>.pt (+ log, config, train.json)
 #   train_agave_ablation           -> results/agave/{dataset}/ablation/...: the ablation lambda's model continued
 #                                     without the auxiliary term (Figure 7)
-#   train_agave_baseline           -> results/agave/{dataset}/baseline/...: a Gated PixelCNN of the decoder's size,
-#                                     trained by the `train` verb for the same steps (the matched baseline)
+#   train_agave_baseline           -> results/agave/{dataset}/{baseline,plain}/...: a Gated PixelCNN of the decoder's
+#                                     size (baseline) and the original ungated PixelCNN of the same sizes (plain),
+#                                     trained by the `train` verb for the same steps (the matched baselines)
 #   evaluate_agave                 -> results/agave/{dataset}/metrics/{name}.json: bits/dim on the test split
 #                                     (eq. 7 bound; importance-sampled bound with K for the table's lambdas)
 #   agave_table1                   -> reports/tables/agave_table1.*, reports/provenance/agave_table1.json
@@ -70,15 +71,23 @@ def agave_checkpoint(dataset, run):
     return f"results/agave/{dataset}/{run}/ckpt_{steps:07d}.pt"
 
 
-def agave_baseline_checkpoint(dataset):
-    return f"results/agave/{dataset}/baseline/ckpt_{agave_steps():07d}.pt"
+# The matched baselines of the table: run name -> whether its PixelCNN is gated.
+AGAVE_BASELINES = {"baseline": True, "plain": False}
 
 
-def agave_baseline_model():
-    """The matched Gated PixelCNN: the AGAVE decoder's size, categorical head, no conditioning."""
+def agave_baseline_checkpoint(dataset, baseline="baseline"):
+    return f"results/agave/{dataset}/{baseline}/ckpt_{agave_steps():07d}.pt"
+
+
+def agave_baseline_model(baseline):
+    """A matched baseline: the AGAVE decoder's sizes, categorical head, no conditioning; the Gated
+    PixelCNN (`baseline`) or the original PixelCNN of van den Oord et al. 2016a (`plain`)."""
     arch = agave_section()["architecture"]
     keys = ("blocks", "filter_size", "planes", "output_planes")
-    return {"head": "categorical", **{key: arch[key] for key in keys}}
+    model = {"head": "categorical", **{key: arch[key] for key in keys}}
+    if not AGAVE_BASELINES[baseline]:
+        model["gated"] = False
+    return model
 
 
 def agave_baseline_train():
@@ -91,7 +100,7 @@ def agave_baseline_train():
 
 
 def agave_metric_name(run):
-    return "baseline" if run == "baseline" else f"lambda{run}"
+    return run if run in AGAVE_BASELINES else f"lambda{run}"
 
 
 def agave_targets():
@@ -168,31 +177,34 @@ rule train_agave_ablation:
         " --no-progress > {log} 2>&1"
 
 
-# The matched baseline: the pipeline's `train` verb (aiqn.training.train) on a Gated PixelCNN of the
-# AGAVE decoder's size, for AGAVE's steps, batch size and EMA (the pipeline's own `pixelcnn` is tuned
-# for FID and overfits in bits/dim).
+# The matched baselines: the pipeline's `train` verb (aiqn.training.train) on a Gated PixelCNN of the
+# AGAVE decoder's size (baseline) and on the original PixelCNN of the same sizes (plain), for AGAVE's
+# steps, batch size and EMA (the pipeline's own `pixelcnn` is tuned for FID and overfits in bits/dim).
 rule train_agave_baseline:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=agave_baseline_checkpoint("{dataset}"),
-        log_csv="results/agave/{dataset}/baseline/train_log.csv",
-        config="results/agave/{dataset}/baseline/config.json",
+        checkpoint=agave_baseline_checkpoint("{dataset}", "{baseline}"),
+        log_csv="results/agave/{dataset}/{baseline}/train_log.csv",
+        config="results/agave/{dataset}/{baseline}/config.json",
+    wildcard_constraints:
+        baseline="|".join(AGAVE_BASELINES),
     params:
-        model_config=as_json(agave_baseline_model()) if agave_datasets() else "{}",
+        model_config=lambda w: as_json(agave_baseline_model(w.baseline)),
         train_config=as_json(agave_baseline_train()) if agave_datasets() else "{}",
         device=config.get("device", "auto"),
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/agave/train/{dataset}/baseline.log",
+        "logs/agave/train/{dataset}/{baseline}.log",
     benchmark:
-        "logs/agave/bench/train_{dataset}_baseline.tsv"
+        "logs/agave/bench/train_{dataset}_{baseline}.tsv"
     shell:
         "{PYTHON} --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
         " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-        " --state-dir state/agave/{wildcards.dataset}/baseline --out-dir results/agave/{wildcards.dataset}/baseline"
+        " --state-dir state/agave/{wildcards.dataset}/{wildcards.baseline}"
+        " --out-dir results/agave/{wildcards.dataset}/{wildcards.baseline}"
         " --device {params.device} --no-progress > {log} 2>&1"
 
 
@@ -204,12 +216,15 @@ def agave_eval_k(name):
 
 
 def agave_eval_checkpoint(dataset, name):
-    return agave_baseline_checkpoint(dataset) if name == "baseline" else agave_checkpoint(dataset, name)
+    return agave_baseline_checkpoint(dataset, name) if name in AGAVE_BASELINES else agave_checkpoint(dataset, name)
+
+
+AGAVE_BASELINE_LABELS = {"baseline": "Gated PixelCNN (matched baseline)", "plain": "PixelCNN (matched baseline)"}
 
 
 def agave_model_label(name):
     """The row name of a metrics file in the table and figures."""
-    return "Gated PixelCNN (matched baseline)" if name == "baseline" else f"AGAVE (lambda={name[len('lambda'):]})"
+    return AGAVE_BASELINE_LABELS.get(name, f"AGAVE (lambda={name[len('lambda'):]})")
 
 
 rule evaluate_agave:
@@ -220,7 +235,7 @@ rule evaluate_agave:
     output:
         "results/agave/{dataset}/metrics/{name}.json",
     wildcard_constraints:
-        name=r"baseline|lambda[0-9]+(\.[0-9]+)?",
+        name=r"baseline|plain|lambda[0-9]+(\.[0-9]+)?",
     params:
         model=lambda w: agave_model_label(w.name),
         k=lambda w: agave_eval_k(w.name),
@@ -247,7 +262,7 @@ rule evaluate_agave:
 rule agave_table1:
     input:
         metrics=[f"results/agave/{dataset}/metrics/{name}.json" for dataset in agave_datasets()
-                 for name in ["baseline"] + [f"lambda{lam}" for lam in agave_table_lambdas()]],
+                 for name in [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in agave_table_lambdas()]],
         paper="paper/agave_table1.csv",
     output:
         csv=report("reports/tables/agave_table1.csv", caption="../report/agave_table1.rst", category="AGAVE"),
@@ -257,13 +272,13 @@ rule agave_table1:
     params:
         title="AGAVE (Lucas & Verbeek 2018, Table 1 analogue)",
         caption=(
-            "Bits per dimension on the test split (lower is better) of AGAVE at the chosen lambda(s) and of a "
-            "matched Gated PixelCNN (the AGAVE decoder's size, trained for the same steps; the pipeline's own "
-            "pixelcnn is tuned for FID and overfits in bits/dim, so it is not the fair comparison). Each column "
-            "header says which quantity it is: the exact likelihood (PixelCNN), the eq. 7 bound (one z per image) "
-            "or the importance-sampled bound with K samples (an upper bound on -log p(x)), and the KL term of "
-            "the eq. 7 bound; all with EMA weights. The paper's plain PixelCNN row has no counterpart here (the "
-            "pipeline has only the Gated PixelCNN); its number is in the paper's section only."
+            "Bits per dimension on the test split (lower is better) of AGAVE at the chosen lambda(s) and of two "
+            "matched baselines, a Gated PixelCNN and the original ungated PixelCNN (van den Oord et al. 2016a), "
+            "both with the AGAVE decoder's blocks and widths, trained with the same optimizer for the same steps "
+            "(the pipeline's own pixelcnn is tuned for FID and overfits in bits/dim, so it is not the fair "
+            "comparison). Each column header says which quantity it is: the exact likelihood (PixelCNNs), the "
+            "eq. 7 bound (one z per image) or the importance-sampled bound with K samples (an upper bound on "
+            "-log p(x)), and the KL term of the eq. 7 bound; all with EMA weights."
         ),
         paper_heading=("Paper (Lucas & Verbeek 2018, Table 1: CIFAR-10 test split, bits/dim; "
                        "AGAVE: importance-sampled bound, K=150)"),

@@ -165,6 +165,15 @@ def _agave_jobs(text: str) -> dict[str, str]:
             re.finditer(r"train-agave --dataset (\S+) .*--out-dir results/agave/\S+/(\S+) .*", text)}
 
 
+def _baseline_jobs(text: str, dataset: str) -> dict[str, dict]:
+    """The matched baselines' `train` commands by run name: {"model": ..., "train": ...} configs."""
+    jobs = {}
+    for m in re.finditer(rf"train --dataset {dataset} .*--out-dir results/agave/{dataset}/(\S+) .*", text):
+        jobs[m.group(1)] = {key: json.loads(re.search(rf"--{key}-config '([^']+)'", m.group(0)).group(1))
+                            for key in ("model", "train")}
+    return jobs
+
+
 def test_the_default_dry_run_plans_the_agave_jobs(tmp_path):
     repo = copy_repo(tmp_path)
     params = yaml.safe_load((repo / "params.yaml").read_text())["agave"]
@@ -178,7 +187,14 @@ def test_the_default_dry_run_plans_the_agave_jobs(tmp_path):
     assert set(jobs) == {f"lambda{lam}" for lam in lambdas} | {"ablation"}
     assert "--init-from results/agave/digits/lambda" in jobs["ablation"]
     assert '"use_aux":false' in jobs["ablation"]
-    assert re.search(r"train --dataset digits .*--out-dir results/agave/digits/baseline", text)
+    baselines = _baseline_jobs(text, "digits")
+    assert set(baselines) == {"baseline", "plain"}
+    assert baselines["plain"]["model"]["gated"] is False and "gated" not in baselines["baseline"]["model"]
+    for job in baselines.values():  # the matched sizes and optimizer
+        assert {key: job["model"][key] for key in ("blocks", "filter_size", "planes", "output_planes")} == \
+            {key: params["architecture"][key] for key in ("blocks", "filter_size", "planes", "output_planes")}
+        assert (job["train"]["optimizer"], job["train"]["steps"]) == ("adamax", params["train"]["steps"])
+    assert re.search(r"evaluate-agave .*name=plain\b", text)
     k = params["evaluation"]["importance_k"]
     for lam in params["table_lambdas"]:
         assert re.search(rf"evaluate-agave .*--k {k} .*name=lambda{float(lam):g} ", text)
@@ -202,7 +218,9 @@ def test_the_paper_profile_plans_cifar10_agave_at_the_papers_settings(tmp_path):
     ablation = json.loads(re.search(r"--train-config '([^']+)'", jobs["ablation"]).group(1))
     assert ablation["use_aux"] is False and "--init-from results/agave/cifar10/lambda" in jobs["ablation"]
     assert re.search(r"evaluate-agave .*--k 150 .*name=lambda12 ", text)
-    assert re.search(r"train --dataset cifar10 .*--out-dir results/agave/cifar10/baseline", text)
+    baselines = _baseline_jobs(text, "cifar10")
+    assert set(baselines) == {"baseline", "plain"}
+    assert all((job["train"]["optimizer"], job["train"]["lr"]) == ("adamax", 0.002) for job in baselines.values())
     assert re.search(r"rule train_agave:(?:\n .*)*\n\s+resources: .*gpu=1", text)
 
 

@@ -97,3 +97,49 @@ def test_receptive_field_reaches_far_corner_with_no_blind_spot():
 def test_even_filter_size_is_rejected():
     with pytest.raises(ValueError, match="filter_size"):
         PixelCNNConfig(filter_size=4)
+
+
+def make_plain_model(channels, blocks, filter_size, first_filter_size):
+    torch.manual_seed(0)
+    config = PixelCNNConfig(channels=channels, height=H, width=W, levels=7, gated=False, blocks=blocks,
+                            filter_size=filter_size, first_filter_size=first_filter_size,
+                            planes=8 * channels + (1 if channels == 3 else 0), output_planes=16 * channels)
+    return build_model(config).double()
+
+
+@pytest.mark.parametrize(
+    "channels,blocks,filter_size,first_filter_size",
+    [(1, 1, 3, 3), (1, 3, 3, 5), (3, 1, 3, 3), (3, 2, 3, 7)],
+)
+def test_plain_pixelcnn_is_causal(channels, blocks, filter_size, first_filter_size):
+    """The original PixelCNN (gated=False): the same causality proof as the gated model."""
+    model = make_plain_model(channels, blocks, filter_size, first_filter_size)
+    out, x, _ = outputs_and_inputs(model, conditioned=False)
+    order = raster_index(channels)
+    for r, c, ch in itertools.product(range(H), range(W), range(channels)):
+        me = int(order[ch, r, c])
+        (gx,) = torch.autograd.grad(out[0, ch, r, c], [x], retain_graph=True)
+        gx = gx[0]
+        assert torch.all(gx[order >= me] == 0), f"output {(r, c, ch)} sees the image at or after itself"
+        if me > 0:
+            assert torch.any(gx[order < me] != 0), f"output {(r, c, ch)} sees no earlier pixel-channel"
+
+
+def test_plain_pixelcnn_has_the_blind_spot():
+    """Masked k x k convolutions alone never see the pixels up and to the right beyond the
+    diagonal (van den Oord et al. 2016b, figure 1): a path that moves one column right must also
+    move one row up, so however deep the stack, the pixel at (2, 0) sees (1, 1) and (0, 2) but
+    never (1, 2), (0, 3) or (0, 4), which come before it in raster order. The Gated PixelCNN sees
+    them (test_receptive_field_reaches_far_corner_with_no_blind_spot)."""
+    model = make_plain_model(1, blocks=4, filter_size=3, first_filter_size=3)
+    out, x, _ = outputs_and_inputs(model, conditioned=False)
+    (gx,) = torch.autograd.grad(out[0, 0, 2, 0], [x])
+    assert gx[0, 0, 1, 1] != 0 and gx[0, 0, 0, 2] != 0
+    assert gx[0, 0, 1, 2] == 0 and gx[0, 0, 0, 3] == 0 and gx[0, 0, 0, 4] == 0
+
+
+def test_plain_pixelcnn_rejects_conditioning_and_the_quantile_head():
+    with pytest.raises(ValueError, match="plain PixelCNN"):
+        PixelCNNConfig(gated=False, head="quantile")
+    with pytest.raises(ValueError, match="plain PixelCNN"):
+        PixelCNNConfig(gated=False, num_classes=10)

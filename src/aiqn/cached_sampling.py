@@ -63,6 +63,9 @@ class CachedSampler:
     """Cached sampler bound to one model (weights are read once; rebuild after training)."""
 
     def __init__(self, model: GatedPixelCNN):
+        if not isinstance(model, GatedPixelCNN):
+            raise ValueError(f"cached sampling needs the Gated PixelCNN's two stacks, not {type(model).__name__}; "
+                             "sample it with method 'naive' (sampling.method / --method naive)")
         self.model = model
         self.config = model.config
         with torch.no_grad():

@@ -57,7 +57,7 @@ from aiqn.utils import set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
+OPTIMIZERS = ("adam", "adamax", "rmsprop", "sgd")
 PRECISIONS = ("fp32", "bf16")
 DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters
 LOG_HEADER = "step,loss,lr,seconds\n"
@@ -120,6 +120,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     params = model.parameters()
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "adamax":  # AGAVE's and CQF's optimizer (Lucas & Verbeek 2018)
+        return torch.optim.Adamax(params, lr=config.lr)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=config.lr)
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
@@ -341,8 +343,15 @@ class LossLog:
             self.file.close()
 
 
+# Model fields added after checkpoints existed, with their defaults: left out of the digest while
+# at the default, so that older runs still resume.
+_LATER_MODEL_FIELDS = {"gated": True, "first_filter_size": 7}
+
+
 def _config_digest(model_config: PixelCNNConfig, train_config: TrainConfig) -> str:
-    payload = json.dumps({"model": asdict(model_config), "train": asdict(train_config)}, sort_keys=True)
+    model = {key: value for key, value in asdict(model_config).items()
+             if key not in _LATER_MODEL_FIELDS or value != _LATER_MODEL_FIELDS[key]}
+    payload = json.dumps({"model": model, "train": asdict(train_config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

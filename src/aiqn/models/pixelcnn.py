@@ -38,12 +38,21 @@ class PixelCNNConfig:
     output_planes: int = 128
     num_classes: int = 0  # > 0: class-conditional (one-hot into every block)
     cond_channels: int = 0  # > 0: location-dependent conditioning map (B, S, H, W)
+    gated: bool = True  # False: the original PixelCNN (aiqn.models.plain_pixelcnn), categorical, unconditional
+    first_filter_size: int = 7  # the plain PixelCNN's type-A input convolution (the paper's 7x7)
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.filter_size < 3 or self.filter_size % 2 == 0:
             raise ValueError(f"filter_size must be odd and >= 3 (the paper uses 5), got {self.filter_size}")
+        if not self.gated:
+            if self.head != "categorical" or self.num_classes or self.cond_channels:
+                raise ValueError("the plain PixelCNN (gated=False) has the categorical head and no conditioning; "
+                                 f"got head={self.head!r}, num_classes={self.num_classes}, "
+                                 f"cond_channels={self.cond_channels}")
+            if self.first_filter_size < 3 or self.first_filter_size % 2 == 0:
+                raise ValueError(f"first_filter_size must be odd and >= 3 (the paper uses 7), got {self.first_filter_size}")
         for name in ("planes", "output_planes"):  # each colour needs at least one feature plane
             if getattr(self, name) < self.channels:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= channels={self.channels}")

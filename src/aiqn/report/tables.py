@@ -30,9 +30,9 @@ RECORD_COLUMNS = [
     "dataset", "model", "step", "final", "metric", "value", "std", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
-MODEL_ORDER = (  # rows in this order (Table 1, then the AIQN-VAE table, CQF's); other models after them
+MODEL_ORDER = (  # rows in this order (Table 1, the AIQN-VAE table, CQF's, AGAVE's baselines); other models after them
     "pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "gan", "vae", "aiqn-vae", "aiqn-vae (gaussian prior)",
-    "cq", "cqf",
+    "cq", "cqf", "pixelcnn (matched baseline)", "gated pixelcnn (matched baseline)",
 )
 METRIC_ORDER = ("FID", "IS", "bits/dim")
 MISSING = "–"
