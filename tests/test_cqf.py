@@ -62,11 +62,12 @@ def test_squeeze_roundtrip():
     assert torch.equal(unsqueeze(s), x)
 
 
-@pytest.mark.parametrize("channels,checkerboard,channel_layers", [(1, 3, 0), (2, 2, 2), (1, 1, 1)])
-def test_flow_inverse_and_logdet_against_the_jacobian(channels, checkerboard, channel_layers):
+@pytest.mark.parametrize("channels,checkerboard,channel_layers,coupling", [
+    (1, 3, 0, "affine"), (2, 2, 2, "affine"), (1, 1, 1, "affine"), (1, 3, 0, "additive"), (2, 2, 2, "volume")])
+def test_flow_inverse_and_logdet_against_the_jacobian(channels, checkerboard, channel_layers, coupling):
     torch.manual_seed(0)
     H = W = 4
-    flow = NVPFlow(channels, H, W, checkerboard, channel_layers, hidden=6, blocks=2).double()
+    flow = NVPFlow(channels, H, W, checkerboard, channel_layers, hidden=6, blocks=2, coupling=coupling).double()
     x = torch.randn(3, channels, H, W, dtype=torch.float64)
     y0, logdet0 = flow(x)
     assert torch.equal(y0, x) and torch.equal(logdet0, torch.zeros(3, dtype=torch.float64))  # starts as identity
@@ -79,6 +80,42 @@ def test_flow_inverse_and_logdet_against_the_jacobian(channels, checkerboard, ch
         sign, brute = torch.linalg.slogdet(jac)  # (D, D)
         assert sign > 0
         torch.testing.assert_close(logdet[b], brute, rtol=0, atol=1e-9)
+    if coupling != "affine":  # volume-preserving: the flow cannot contract the data as a whole
+        assert torch.all(logdet.abs() < 1e-12)
+    else:
+        assert torch.all(logdet.abs() > 1e-3)
+
+
+@pytest.mark.parametrize("checkerboard,channel_layers", [(3, 0), (1, 1)])
+def test_bounded_flow_inverse_and_logdet_against_the_jacobian(checkerboard, channel_layers):
+    """flow_output='tanh': the squashing TanhBound in front of the couplings; its log-determinant counts."""
+    torch.manual_seed(0)
+    H = W = 4
+    flow = NVPFlow(1, H, W, checkerboard, channel_layers, hidden=6, blocks=1, bounded=True).double()
+    x = torch.rand(3, 1, H, W, dtype=torch.float64) * 2 - 1  # the dequantized pixel range [-1, 1)
+    x[0, 0, 0, :2] = torch.tensor([-1.0, 0.999])  # the edges of the range
+    v0, logdet0 = flow(x)  # couplings = identity: only the squashing
+    assert torch.all(v0.abs() <= 1.0 + 1e-12) and torch.all(logdet0 != 0)
+    _randomize(flow, seed=3)
+    y, logdet = flow(x)
+    torch.testing.assert_close(flow.inverse(y), x, rtol=0, atol=1e-10)
+    for b in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v.view(1, 1, H, W))[0].flatten(), x[b].flatten())
+        sign, brute = torch.linalg.slogdet(jac)
+        assert sign > 0
+        torch.testing.assert_close(logdet[b], brute, rtol=0, atol=1e-9)
+
+
+def test_bounded_flow_keeps_generated_images_in_the_pixel_range():
+    """G(z) = f^{-1}(g(z)) must stay near [-1, 1] whatever the features: unbounded, the couplings'
+    exp(-s) took the digits generator's output to +-4, which the discriminator rated as real."""
+    features = torch.linspace(-6, 6, 64).view(1, 1, 8, 8)
+    model, _ = build_cqf(CQFConfig(**TINY, flow_output="tanh"), "cqf")
+    _randomize(model.flow, seed=4, std=0.5)
+    assert model.from_features(features).abs().max() <= 1.0 / 0.95 + 1e-6
+    assert model.sample(torch.randn(16, 4) * 10).abs().max() <= 1.0 / 0.95 + 1e-6
+    unbounded, _ = build_cqf(CQFConfig(**TINY), "cqf")
+    assert unbounded.from_features(features).abs().max() > 2  # the identity flow passes +-6 through
 
 
 def test_flow_is_invertible_in_float32_at_model_scale():
@@ -344,3 +381,7 @@ def test_config_validation():
         CQFConfig(height=6, width=6, downsamplings=2)
     with pytest.raises(ValueError):
         CQFConfig(generator_output="sigmoid")
+    with pytest.raises(ValueError):
+        CQFConfig(flow_output="sigmoid")
+    with pytest.raises(ValueError):
+        CQFConfig(flow_coupling="spline")

@@ -53,6 +53,10 @@ generator update (the paper's setting at CIFAR scale) the GAN oscillated (discri
 between 1 and 10, classifier FID 200-1000 from one checkpoint to the next); three updates
 (`d_steps=3`) gave FID ~135. Short runs also need a short EMA (0.99): with 0.995 the averaged
 CQF mixed flow weights from different phases and its bits/dim rose from 4.3 (raw) to 12.
+The adversarial weight is per image whatever the dimension: scaling it by D / 3072 (~2 on digits)
+or to 10 or 30 did not bring cqf near cq (500 steps: cqf FID 353 / 263 / 631 vs 505 at 100; cq
+229 / 163 / 87 vs 67 at 100). What failed in cqf was the flow shrinking the data in the first
+steps (`aiqn.models.cqf` docstring, docs/cqf.md).
 """
 
 from __future__ import annotations
