@@ -61,17 +61,9 @@ from aiqn.models.pixelcnn import from_unit, to_unit
 from aiqn.models.vae import gaussian_kl
 from aiqn.objectives import categorical_nll
 from aiqn.sampling import sampler
-from aiqn.training import (
-    checkpoint_name,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    rng_state,
-    truncate_log,
-    update_ema,
-)
-from aiqn.run_log import BufferedLossLog, config_digest
-from aiqn.utils import set_seed, torch_save_atomic
+from aiqn.training import checkpoint_name, load_checkpoint, update_ema
+from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
+from aiqn.utils import set_seed
 
 log = logging.getLogger(__name__)
 
@@ -310,24 +302,18 @@ def train_agave(
 
     start = 0
     log_path = run_dir / "train_log.csv"
-    resume_from = latest_checkpoint(run_dir, digest)
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
+    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], generator)
         start = ckpt["step"]
-        log.info("resuming from %s (step %d)", resume_from, start)
-        truncate_log(log_path, start, LOG_HEADER)
-    else:
-        if init_ckpt is not None:
-            model.load_state_dict(init_ckpt["model"])
-            ema.load_state_dict(init_ckpt["ema"])
-            if init_ckpt["train_config"]["optimizer"] == tcfg.optimizer:
-                optimizer.load_state_dict(init_ckpt["optimizer"])
-            log.info("initialised from a checkpoint at step %d (digest %s)", init["step"], init["digest"][:12])
-        log_path.write_text(LOG_HEADER)
+    elif init_ckpt is not None:
+        model.load_state_dict(init_ckpt["model"])
+        ema.load_state_dict(init_ckpt["ema"])
+        if init_ckpt["train_config"]["optimizer"] == tcfg.optimizer:
+            optimizer.load_state_dict(init_ckpt["optimizer"])
+        log.info("initialised from a checkpoint at step %d (digest %s)", init["step"], init["digest"][:12])
     for group in optimizer.param_groups:  # a loaded state carries its own lr; this run's is tcfg.lr
         group["lr"] = tcfg.lr
 
@@ -367,12 +353,9 @@ def train_agave(
                     log.info("step %d/%d  loss %.3f (rec %.3f aux %.3f kl %.3f)  %.1f steps/s  ETA %.0f s",
                              done, tcfg.steps, *last, rate, (tcfg.steps - done) / rate)
             if done in tcfg.checkpoint_steps:
-                torch_save_atomic({
-                    "kind": "agave", "step": done, "config": asdict(cfg), "train_config": asdict(tcfg),
-                    "digest": digest, "init": init, "model": model.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": rng_state(generator),
-                    "torch_version": torch.__version__,
-                }, run_dir / checkpoint_name(done))
+                save_checkpoint(run_dir / checkpoint_name(done), "agave", done, cfg, tcfg, digest, generator,
+                                init=init, model=model.state_dict(), ema=ema.state_dict(),
+                                optimizer=optimizer.state_dict())
     finally:
         losses.close()
         bar.close()

@@ -75,17 +75,9 @@ from tqdm.auto import tqdm
 
 from aiqn.models.cqf import VARIANTS, CQFConfig, CQFModel, Discriminator, build_cqf, check_variant, dequantize, quantize
 from aiqn.objectives import nats_to_bits_per_dim
-from aiqn.training import (
-    checkpoint_name,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    rng_state,
-    truncate_log,
-    update_ema,
-)
-from aiqn.run_log import BufferedLossLog, config_digest
-from aiqn.utils import set_seed, torch_save_atomic
+from aiqn.training import checkpoint_name, load_checkpoint, update_ema
+from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
+from aiqn.utils import set_seed
 
 log = logging.getLogger(__name__)
 
@@ -226,21 +218,15 @@ def train_cqf(
 
     start = 0
     log_path = run_dir / "train_log.csv"
-    resume_from = latest_checkpoint(run_dir, digest)
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
+    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt_g.load_state_dict(ckpt["optimizer"])
         if disc is not None:
             disc.load_state_dict(ckpt["discriminator"])
             opt_d.load_state_dict(ckpt["discriminator_optimizer"])
-        restore_rng(ckpt["rng"], generator)
         start = ckpt["step"]
-        log.info("resuming from %s (step %d)", resume_from, start)
-        truncate_log(log_path, start, LOG_HEADER)
-    else:
-        log_path.write_text(LOG_HEADER)
 
     data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
     B, d, shape = tcfg.batch_size, cfg.latent_dim, (tcfg.batch_size, *expected)
@@ -331,24 +317,11 @@ def _save_checkpoint(path: Path, step: int, config: CQFConfig, train_config: CQF
                      model: CQFModel, ema: CQFModel, disc: Discriminator | None, opt_g: torch.optim.Optimizer,
                      opt_d: torch.optim.Optimizer | None, generator: torch.Generator) -> None:
     """Everything an exact resume needs (discriminator entries are None for the `vae` variant)."""
-    torch_save_atomic(
-        {
-            "kind": "cqf",
-            "variant": train_config.variant,
-            "step": step,
-            "config": asdict(config),
-            "train_config": asdict(train_config),
-            "digest": digest,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "discriminator": disc.state_dict() if disc is not None else None,
-            "optimizer": opt_g.state_dict(),
-            "discriminator_optimizer": opt_d.state_dict() if opt_d is not None else None,
-            "rng": rng_state(generator),
-            "torch_version": torch.__version__,
-        },
-        path,
-    )
+    save_checkpoint(path, "cqf", step, config, train_config, digest, generator,
+                    variant=train_config.variant, model=model.state_dict(), ema=ema.state_dict(),
+                    discriminator=disc.state_dict() if disc is not None else None,
+                    optimizer=opt_g.state_dict(),
+                    discriminator_optimizer=opt_d.state_dict() if opt_d is not None else None)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from aiqn.distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, is_main, shard_slice
 from aiqn.models import GatedPixelCNN, PixelCNNConfig, build_model, to_unit
 from aiqn.objectives import categorical_nll, huber_quantile_loss, nats_to_bits_per_dim
-from aiqn.utils import set_seed, torch_save_atomic
+from aiqn.utils import digest_fields, set_seed, torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -343,15 +343,8 @@ class LossLog:
             self.file.close()
 
 
-# Model fields added after checkpoints existed, with their defaults: left out of the digest while
-# at the default, so that older runs still resume.
-_LATER_MODEL_FIELDS = {"gated": True, "first_filter_size": 7}
-
-
 def _config_digest(model_config: PixelCNNConfig, train_config: TrainConfig) -> str:
-    model = {key: value for key, value in asdict(model_config).items()
-             if key not in _LATER_MODEL_FIELDS or value != _LATER_MODEL_FIELDS[key]}
-    payload = json.dumps({"model": model, "train": asdict(train_config)}, sort_keys=True)
+    payload = json.dumps({"model": digest_fields(model_config), "train": asdict(train_config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

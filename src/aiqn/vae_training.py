@@ -42,17 +42,9 @@ from tqdm.auto import tqdm
 from aiqn.models.made import AutoregressiveQuantileMLP
 from aiqn.models.vae import ConvVAE, VAEConfig
 from aiqn.objectives import huber_quantile_loss
-from aiqn.training import (
-    checkpoint_name,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    rng_state,
-    truncate_log,
-    update_ema,
-)
-from aiqn.run_log import BufferedLossLog, config_digest
-from aiqn.utils import set_seed, torch_save_atomic
+from aiqn.training import checkpoint_name, load_checkpoint, update_ema
+from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
+from aiqn.utils import set_seed
 
 log = logging.getLogger(__name__)
 
@@ -160,21 +152,15 @@ def train_vae(
 
     start = 0
     log_path = run_dir / "train_log.csv"
-    resume_from = latest_checkpoint(run_dir, digest)
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, map_location=device)
+    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
+    if ckpt is not None:
         vae.load_state_dict(ckpt["model"])
         ema_vae.load_state_dict(ckpt["ema"])
         if aiqn is not None:
             aiqn.load_state_dict(ckpt["aiqn"])
             ema_aiqn.load_state_dict(ckpt["aiqn_ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], generator)
         start = ckpt["step"]
-        log.info("resuming from %s (step %d)", resume_from, start)
-        truncate_log(log_path, start, LOG_HEADER)
-    else:
-        log_path.write_text(LOG_HEADER)
 
     data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
     end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
@@ -234,23 +220,11 @@ def _save_checkpoint(path: Path, step: int, vae_config: VAEConfig, train_config:
                      ema_aiqn: AutoregressiveQuantileMLP | None, optimizer: torch.optim.Optimizer,
                      generator: torch.Generator) -> None:
     """Write everything an exact resume needs (AIQN entries are None for a plain VAE)."""
-    torch_save_atomic(
-        {
-            "kind": "vae",
-            "step": step,
-            "config": asdict(vae_config),
-            "train_config": asdict(train_config),
-            "digest": digest,
-            "model": vae.state_dict(),
-            "ema": ema_vae.state_dict(),
-            "aiqn": aiqn.state_dict() if aiqn is not None else None,
-            "aiqn_ema": ema_aiqn.state_dict() if ema_aiqn is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(generator),
-            "torch_version": torch.__version__,
-        },
-        path,
-    )
+    save_checkpoint(path, "vae", step, vae_config, train_config, digest, generator,
+                    model=vae.state_dict(), ema=ema_vae.state_dict(),
+                    aiqn=aiqn.state_dict() if aiqn is not None else None,
+                    aiqn_ema=ema_aiqn.state_dict() if ema_aiqn is not None else None,
+                    optimizer=optimizer.state_dict())
 
 
 def draw_latent_noise(n: int, dim: int, seed: int, use_aiqn: bool) -> torch.Tensor:

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -120,6 +121,8 @@ class CQFConfig:
     # stays in the pixel range; "none": f^{-1} unbounded (G(z) left the range on digits: docstring above)
     flow_output: str = "none"
     flow_coupling: str = "affine"  # "additive": s = 0, volume-preserving couplings (NICE)
+    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.utils.digest_fields)
+    LATER_FIELDS: ClassVar[tuple[str, ...]] = ("flow_output", "flow_coupling")
 
     def __post_init__(self):
         if self.levels < 2:

@@ -12,6 +12,7 @@ NOTE: the model is only the network; losses are in `aiqn.objectives`, samplers i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,8 @@ class PixelCNNConfig:
     cond_channels: int = 0  # > 0: location-dependent conditioning map (B, S, H, W)
     gated: bool = True  # False: the original PixelCNN (aiqn.models.plain_pixelcnn), categorical, unconditional
     first_filter_size: int = 7  # the plain PixelCNN's type-A input convolution (the paper's 7x7)
+    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.utils.digest_fields)
+    LATER_FIELDS: ClassVar[tuple[str, ...]] = ("gated", "first_filter_size")
 
     def __post_init__(self):
         if self.head not in HEADS:
