@@ -5,7 +5,7 @@
 
 For each head it trains the project's default digits network (params.yaml: `models.pixelcnn` /
 `models.pixeliqn`, architecture and training settings; `--steps` replaces the step count) with
-`aiqn.training.train` on the real digits data (prepared into a temporary folder), once with
+`aiqn.methods.pixeliqn.train.train` on the real digits data (prepared into a temporary folder), once with
 `precision: fp32` and once with `precision: bf16`, same seed, so both see the same batches and
 taus. It prints the mean training loss over the last `--last` steps and the held-out loss of
 the final EMA weights (evaluated in fp32 on the test split, fixed taus) for both, with the
@@ -30,8 +30,9 @@ import yaml
 
 from aiqn.data import load_split
 from aiqn.data.prepare import prepare_dataset
-from aiqn.models import PixelCNNConfig
-from aiqn.training import TrainConfig, model_from_checkpoint, model_loss, train
+from aiqn.nets import PixelCNNConfig
+from aiqn.methods.pixeliqn.train import TrainConfig, model_loss, train
+from aiqn.nets import model_from_checkpoint
 
 MODELS = {"categorical": "pixelcnn", "quantile": "pixeliqn"}
 REPO = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from aiqn.cached_sampling import CachedSampler
-from aiqn.draws import draw_noise, noise_generator
-from aiqn.models import PixelCNNConfig, build_model
-from aiqn.sampling import sample_progressive
+from aiqn.nets.cached_sampling import CachedSampler
+from aiqn.nets.draws import draw_noise, noise_generator
+from aiqn.nets import PixelCNNConfig, build_model
+from aiqn.nets.sampling import sample_progressive
 
 SIZES = {
     # the default pipeline's digits network (params.yaml)

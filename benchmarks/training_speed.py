@@ -27,8 +27,10 @@ import time
 import numpy as np
 import torch
 
-from aiqn.models import PixelCNNConfig, build_model
-from aiqn.training import BatchSampler, TrainConfig, make_optimizer, train_step, update_ema, wrap_for_training
+from aiqn.nets import PixelCNNConfig, build_model
+from aiqn.methods.pixeliqn.train import BatchSampler, TrainConfig, train_step, wrap_for_training
+from aiqn.core.config import make_optimizer
+from aiqn.core.loop import update_ema
 
 
 def resolve_device(name: str) -> str:

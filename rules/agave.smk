@@ -91,7 +91,7 @@ def agave_baseline_model(baseline):
 
 
 def agave_baseline_train():
-    """aiqn.training.TrainConfig of the baseline: AGAVE's steps, batch, EMA and seed, the baseline's optimizer."""
+    """aiqn.methods.pixeliqn.train.TrainConfig of the baseline: AGAVE's steps, batch, EMA and seed, the baseline's optimizer."""
     train = agave_train_section()
     section = {key: train[key] for key in ("steps", "batch_size", "ema_rate", "seed") if key in train}
     section.update(agave_section().get("baseline", {}))
@@ -177,7 +177,7 @@ rule train_agave_ablation:
         " --no-progress > {log} 2>&1"
 
 
-# The matched baselines: the pipeline's `train` verb (aiqn.training.train) on a Gated PixelCNN of the
+# The matched baselines: the pipeline's `train` verb (aiqn.methods.pixeliqn.train.train) on a Gated PixelCNN of the
 # AGAVE decoder's size (baseline) and on the original PixelCNN of the same sizes (plain), for AGAVE's
 # steps, batch size and EMA (the pipeline's own `pixelcnn` is tuned for FID and overfits in bits/dim).
 rule train_agave_baseline:

@@ -13,7 +13,7 @@
 # Everything lives under results/cqf/, which no other rule's pattern matches.
 import shlex
 
-CQF_VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.models.cqf.VARIANTS, in the paper's order
+CQF_VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.methods.cqf.model.VARIANTS, in the paper's order
 
 
 def cqf_section():
@@ -125,7 +125,7 @@ rule sample_cqf:
 
 
 # The PixelCNN's `evaluate` verb: the same FID / IS, labels and provenance record; for a CQF
-# checkpoint it adds bits/dim (aiqn.cqf_cli.cqf_bits_per_dim_metrics) unless the variant is gan.
+# checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
 rule evaluate_cqf:
     input:
         samples=rules.sample_cqf.output.samples,

@@ -100,7 +100,7 @@ rule inpainting:
 
 
 # Quantile density (section 3.2): samples of each PixelIQN model with dQ/dtau = 1/p per
-# pixel-channel, computed exactly by a pixel-local backward pass (aiqn.density).
+# pixel-channel, computed exactly by a pixel-local backward pass (aiqn.methods.pixeliqn.density).
 rule density:
     input:
         checkpoint=lambda w: f"results/runs/{w.dataset}/{w.model}/ckpt_{final_step(w.dataset, w.model)}.pt",

@@ -10,7 +10,7 @@
 # memory) is rerun by the next invocation (its `attempt` param changes), a diverged one is not.
 import os
 
-from aiqn.sweep import rung_budgets, survivors, trial_name
+from aiqn.methods.pixeliqn.sweep import rung_budgets, survivors, trial_name
 
 SWEEP = config.get("sweep") or {}
 

@@ -10,24 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.agave_training import (
-    AgaveTrainConfig,
-    agave_from_checkpoint,
-    agave_objective,
-    agave_terms,
-    decoder_terms,
-    elbo_bits_per_dim,
-    evaluate_agave,
-    generate_agave,
-    importance_bits_per_dim,
-    reconstruct_agave,
-    train_agave,
-)
+from aiqn.methods.agave.train import AgaveTrainConfig, agave_from_checkpoint, agave_objective, agave_terms, decoder_terms, elbo_bits_per_dim, evaluate_agave, generate_agave, importance_bits_per_dim, reconstruct_agave, train_agave
 from aiqn.data.registry import load_split
-from aiqn.evaluation import bits_per_dim
-from aiqn.models import to_unit
-from aiqn.models.agave import Agave, AgaveConfig, aux_image, aux_log_prob, aux_to_levels, parse_aux
-from aiqn.objectives import categorical_nll
+from aiqn.nets.likelihood import bits_per_dim
+from aiqn.nets import to_unit
+from aiqn.methods.agave.model import Agave, AgaveConfig, aux_image, aux_log_prob, aux_to_levels, parse_aux
+from aiqn.nets.objectives import categorical_nll
 
 
 def tiny(**overrides) -> AgaveConfig:

@@ -1,4 +1,4 @@
-"""AGAVE in the pipeline (rules/agave.smk, aiqn.agave_cli): the verbs end to end on tiny digits
+"""AGAVE in the pipeline (rules/agave.smk, aiqn.methods.agave.verbs): the verbs end to end on tiny digits
 models (train-agave at two lambdas -> the ablation from one of them -> the matched baseline by the
 `train` verb -> evaluate-agave -> table -> provenance -> agave-figures), the metric labels, the
 paper's Table 1 file, the dry runs of the default and paper profiles, and (slow) the CI profile's
@@ -18,7 +18,7 @@ import yaml
 
 from aiqn.cli import main
 from aiqn.report.provenance import load_table_records, missing_fields
-from aiqn.utils import read_json
+from aiqn.core.io import read_json
 from repo_copy import REPO, copy_repo, repo_layout, snakemake
 
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "cond_planes": 4, "blocks": 2,

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from aiqn import sampling
-from aiqn.cached_sampling import CachedSampler, sample_cached
-from aiqn.draws import draw_noise, noise_generator
-from aiqn.models import PixelCNNConfig, build_model, to_unit
-from aiqn.sampling import generate, sample_naive
+from aiqn.nets.cached_sampling import CachedSampler, sample_cached
+from aiqn.nets.draws import draw_noise, noise_generator
+from aiqn.nets import PixelCNNConfig, build_model, to_unit
+from aiqn.nets.sampling import generate, sample_naive
 
 H, W, LEVELS = 6, 5, 17
 CASES = [

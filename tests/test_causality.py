@@ -11,7 +11,7 @@ import itertools
 import pytest
 import torch
 
-from aiqn.models import PixelCNNConfig, build_model
+from aiqn.nets import PixelCNNConfig, build_model
 
 H = W = 5
 

@@ -88,8 +88,8 @@ def test_conditional_bits_per_dim_is_the_nll_given_each_images_label():
 
     import torch
 
-    from aiqn.evaluation import bits_per_dim
-    from aiqn.models import GatedPixelCNN, PixelCNNConfig, to_unit
+    from aiqn.nets.likelihood import bits_per_dim
+    from aiqn.nets import GatedPixelCNN, PixelCNNConfig, to_unit
 
     torch.manual_seed(0)
     model = GatedPixelCNN(PixelCNNConfig(blocks=1, planes=4, output_planes=8, num_classes=3)).eval()

@@ -8,29 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.cqf_training import (
-    CQFTrainConfig,
-    bits_per_dim_from_nats,
-    cqf_bits_per_dim,
-    cqf_from_checkpoint,
-    discriminator_loss,
-    frozen,
-    generate_cqf,
-    gradient_penalty,
-    sonderby_generator_loss,
-    train_cqf,
-)
+from aiqn.methods.cqf.train import CQFTrainConfig, bits_per_dim_from_nats, cqf_bits_per_dim, cqf_from_checkpoint, discriminator_loss, frozen, generate_cqf, gradient_penalty, sonderby_generator_loss, train_cqf
 from aiqn.data import load_split
-from aiqn.models.cqf import (
-    VARIANTS,
-    CQFConfig,
-    build_cqf,
-    dequantization_offset,
-    dequantize,
-    parameter_counts,
-    quantize,
-)
-from aiqn.models.flows import NVPFlow, squeeze, unsqueeze
+from aiqn.methods.cqf.model import VARIANTS, CQFConfig, build_cqf, dequantization_offset, dequantize, parameter_counts, quantize
+from aiqn.methods.cqf.flows import NVPFlow, squeeze, unsqueeze
 
 TINY = dict(latent_dim=4, base_channels=8, max_channels=16, flow_hidden=8, flow_blocks=1, disc_base_channels=8,
             disc_max_channels=16)

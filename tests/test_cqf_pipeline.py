@@ -1,4 +1,4 @@
-"""CQF in the pipeline (rules/cqf.smk, aiqn.cqf_cli): the verbs end to end on tiny digits models
+"""CQF in the pipeline (rules/cqf.smk, aiqn.methods.cqf.verbs): the verbs end to end on tiny digits models
 (train-cqf for gan, vae, cq, cqf -> sample-cqf -> evaluate with bits/dim -> table -> provenance ->
 cqf-figures), an interrupted train-cqf resumes to the same checkpoint, the paper's Table 1 numbers,
 the dry runs of the default and the paper profiles, and (slow) the CI profile's CQF targets."""
@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from aiqn.cli import main
-from aiqn.cqf_cli import bits_per_dim_label
+from aiqn.methods.cqf.verbs import bits_per_dim_label
 from aiqn.report.provenance import load_table_records, missing_fields, table_provenance
 from aiqn.report.tables import build_table1
-from aiqn.utils import read_json
+from aiqn.core.io import read_json
 from repo_copy import REPO, copy_repo, digits_scoring, repo_layout, snakemake
 
 VARIANTS = ("gan", "vae", "cq", "cqf")

@@ -23,7 +23,7 @@ from aiqn.data.download import ChecksumMismatch, RawFileMissing, UnsafeArchive, 
 from aiqn.data.prepare import prepare_dataset
 from aiqn.data.registry import Source
 from aiqn.report.provenance import resolve
-from aiqn.utils import read_json, sha256_file
+from aiqn.core.io import read_json, sha256_file
 
 OPTIONS = {"test_fraction": 0.2, "split_seed": 0}
 

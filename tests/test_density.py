@@ -1,4 +1,4 @@
-"""The density PixelIQN implies at a sample, 1 / (dQ_i/dtau_i) (`aiqn.density`).
+"""The density PixelIQN implies at a sample, 1 / (dQ_i/dtau_i) (`aiqn.methods.pixeliqn.density`).
 
 - closed forms: `quantile_function_density` on Gaussian, exponential and logistic quantile
   functions equals their analytic densities; a GatedPixelCNN hand-set to the quantile function
@@ -18,20 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.density import (
-    DensitySamples,
-    density_map_figure,
-    implied_density,
-    pipeline_class_labels,
-    pixel_log_density,
-    quantile_density,
-    quantile_function_density,
-    quantiles_and_density,
-    sample_with_density,
-)
-from aiqn.draws import draw_noise, noise_generator
-from aiqn.models import PixelCNNConfig, build_model, to_unit
-from aiqn.sampling import generate
+from aiqn.methods.pixeliqn.density import DensitySamples, density_map_figure, implied_density, pipeline_class_labels, pixel_log_density, quantile_density, quantile_function_density, quantiles_and_density, sample_with_density
+from aiqn.nets.draws import draw_noise, noise_generator
+from aiqn.nets import PixelCNNConfig, build_model, to_unit
+from aiqn.nets.sampling import generate
 
 TAU = torch.tensor([0.01, 0.1, 0.3, 0.5, 0.77, 0.9, 0.999], dtype=torch.float64)
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.distributed import DistInfo, barrier, init_from_env, is_main, shard_slice, shutdown
-from aiqn.models import PixelCNNConfig
-from aiqn.training import BatchSampler, TrainConfig, load_checkpoint, train
+from aiqn.core.distributed import DistInfo, barrier, init_from_env, is_main, shard_slice, shutdown
+from aiqn.nets import PixelCNNConfig
+from aiqn.methods.pixeliqn.train import BatchSampler, TrainConfig, train
+from aiqn.core.checkpoint import load_checkpoint
 
 TINY = dict(channels=1, height=8, width=8, levels=17, blocks=2, filter_size=3, planes=8, output_planes=16)
 HEADS = ("categorical", "quantile")
@@ -45,7 +46,7 @@ def _worker(out: Path) -> None:
     """One torchrun process: per head, an uninterrupted run and one stopped at STOP and resumed.
     Records in `rank{r}.json` which checkpoint files this rank saved and, per step of the
     uninterrupted runs, fingerprints of the images and taus it trained on."""
-    import aiqn.training as training
+    import aiqn.methods.pixeliqn.train as training
 
     torch.set_num_threads(1)
     info = init_from_env("cpu")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aiqn.data.registry import download_source
-from aiqn.evaluation import extractor_label, load_extractor
+from aiqn.metrics.scoring import extractor_label, load_extractor
 from aiqn.metrics import frechet_distance, gaussian_statistics, inception_score
 from aiqn.metrics.inception import WEIGHTS, InceptionUnavailable, to_rgb255
 

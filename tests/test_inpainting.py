@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.inpainting import inpaint, masked_input, top_rows_mask
-from aiqn.models import PixelCNNConfig, build_model
+from aiqn.methods.pixeliqn.inpainting import inpaint, masked_input, top_rows_mask
+from aiqn.nets import PixelCNNConfig, build_model
 from aiqn.report import plot_inpainting
 
 

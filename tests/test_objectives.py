@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.objectives import categorical_nll, huber_quantile_loss, nats_to_bits_per_dim
+from aiqn.nets.objectives import categorical_nll, huber_quantile_loss, nats_to_bits_per_dim
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from aiqn.data import celeba64, cifar10, download, get_dataset, imagenet32, load
 from aiqn.data.download import ChecksumMismatch, RawFileMissing
 from aiqn.data.prepare import prepare_dataset
 from aiqn.data.registry import downloads
-from aiqn.utils import read_json, sha256_file
+from aiqn.core.io import read_json, sha256_file
 
 CLASS_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from aiqn.data import load_split
-from aiqn.draws import draw_noise, inverse_cdf
-from aiqn.evaluation import bits_per_dim
-from aiqn.models import PixelCNNConfig, PlainPixelCNN, build_model, to_unit
-from aiqn.sampling import sampler
-from aiqn.training import TrainConfig, model_from_checkpoint, train
+from aiqn.nets.draws import draw_noise, inverse_cdf
+from aiqn.nets.likelihood import bits_per_dim
+from aiqn.nets import PixelCNNConfig, PlainPixelCNN, build_model, to_unit
+from aiqn.nets.sampling import sampler
+from aiqn.methods.pixeliqn.train import TrainConfig, train
+from aiqn.nets import model_from_checkpoint
 
 PLAIN = dict(gated=False, blocks=2, filter_size=3, first_filter_size=5, planes=16, output_planes=32)
 

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from aiqn.data import load_split
-from aiqn.models import PixelCNNConfig, build_model
-from aiqn.draws import draw_noise, inverse_cdf, noise_generator
-from aiqn.sampling import generate, sample
-from aiqn.training import TrainConfig, model_from_checkpoint, train
+from aiqn.nets import PixelCNNConfig, build_model
+from aiqn.nets.draws import draw_noise, inverse_cdf, noise_generator
+from aiqn.nets.sampling import generate, sample
+from aiqn.methods.pixeliqn.train import TrainConfig, train
+from aiqn.nets import model_from_checkpoint
 
 SMALL = dict(height=6, width=6, levels=17, blocks=2, filter_size=3, planes=12, output_planes=24)
 

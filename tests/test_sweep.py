@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from aiqn.sweep import draw_configs, promote, rank, rung_budgets, survivors, train_overrides
-from aiqn.sweep_trial import read_configs, rung_decision, run_trial, selection, write_configs
+from aiqn.methods.pixeliqn.sweep import draw_configs, promote, rank, rung_budgets, survivors, train_overrides
+from aiqn.methods.pixeliqn.sweep_trial import read_configs, rung_decision, run_trial, selection, write_configs
 
 IQN_SPACE = {"optimizer": {"choice": ["rmsprop", "adam", "sgd"]}, "lr": {"log_uniform": [1e-4, 1e-2]},
              "kappa": {"log_uniform": [1e-3, 1e-1]}, "loss": {"choice": ["huber", "quantile"]}}
@@ -101,7 +101,7 @@ def test_a_sweep_where_nothing_finished_says_why():
 @pytest.fixture(scope="module")
 def tiny(digits_dir):
     from aiqn.data import load_split
-    from aiqn.models import PixelCNNConfig
+    from aiqn.nets import PixelCNNConfig
 
     images, labels = load_split(digits_dir / "train.npz")
     config = PixelCNNConfig(channels=1, height=8, width=8, levels=17, head="quantile", blocks=1, filter_size=3,

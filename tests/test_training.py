@@ -6,16 +6,10 @@ import pytest
 import torch
 
 from aiqn.data import load_split
-from aiqn.models import PixelCNNConfig, build_model
-from aiqn.training import (
-    BatchSampler,
-    TrainConfig,
-    freeze_unused_parameters,
-    load_checkpoint,
-    model_loss,
-    train,
-    update_ema,
-)
+from aiqn.nets import PixelCNNConfig, build_model
+from aiqn.methods.pixeliqn.train import BatchSampler, TrainConfig, freeze_unused_parameters, model_loss, train
+from aiqn.core.checkpoint import load_checkpoint
+from aiqn.core.loop import update_ema
 
 SMALL = dict(blocks=2, filter_size=3, planes=16, output_planes=32)
 

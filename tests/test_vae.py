@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from aiqn.data.registry import load_split
-from aiqn.models import to_unit
-from aiqn.models.made import AutoregressiveQuantileMLP
-from aiqn.models.vae import ConvVAE, VAEConfig, aiqn_vae_config, discretized_logistic_log_prob, gaussian_kl
-from aiqn.vae_training import VAETrainConfig, generate_vae, quantile_loss, train_vae, vae_from_checkpoint
+from aiqn.nets import to_unit
+from aiqn.methods.aiqn_vae.made import AutoregressiveQuantileMLP
+from aiqn.nets.vae import ConvVAE, VAEConfig, aiqn_vae_config, discretized_logistic_log_prob, gaussian_kl
+from aiqn.methods.aiqn_vae.train import VAETrainConfig, generate_vae, quantile_loss, train_vae, vae_from_checkpoint
 
 
 def small_config(**overrides) -> VAEConfig:

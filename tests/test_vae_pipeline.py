@@ -1,4 +1,4 @@
-"""The AIQN-VAE in the pipeline (rules/vae.smk, aiqn.vae_cli): the verbs end to end on tiny digits
+"""The AIQN-VAE in the pipeline (rules/vae.smk, aiqn.methods.aiqn_vae.verbs): the verbs end to end on tiny digits
 models (train-vae -> sample-vae for each row -> evaluate -> table -> provenance -> vae-figures),
 an interrupted train-vae resumes to the same checkpoint, the paper profile plans the CelebA 64x64
 jobs with the paper's sizes, and a vae.datasets entry without a datasets section is named."""
@@ -18,7 +18,7 @@ import yaml
 
 from aiqn.cli import main
 from aiqn.report.provenance import load_table_records, missing_fields
-from aiqn.utils import read_json
+from aiqn.core.io import read_json
 from repo_copy import copy_repo, digits_scoring, repo_layout, snakemake
 
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "aiqn_hidden": 32, "aiqn_layers": 2}

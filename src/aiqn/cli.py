@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aiqn.report.provenance import environment
+from aiqn.core.environment import environment
 
 log = logging.getLogger("aiqn")
 
@@ -48,7 +48,7 @@ def cmd_prepare(args) -> None:
 def cmd_train_classifier(args) -> None:
     from aiqn.data import get_dataset, load_split
     from aiqn.metrics import ClassifierConfig, save_classifier, train_classifier
-    from aiqn.utils import file_record, write_json
+    from aiqn.core.io import file_record, write_json
 
     spec = get_dataset(args.dataset)
     train_x, train_y = load_split(args.train)
@@ -75,7 +75,7 @@ def cmd_download(args) -> None:
 
 def _extractor(args):
     """The feature extractor an evaluation verb was given, and the name its labels carry."""
-    from aiqn.evaluation import extractor_label, load_extractor
+    from aiqn.metrics.scoring import extractor_label, load_extractor
 
     extractor = load_extractor(args.extractor_kind, args.extractor, device=resolve_device(args.device),
                                batch_size=args.batch_size)
@@ -89,7 +89,7 @@ def _levels(dataset: str) -> int:
 
 
 def cmd_reference_stats(args) -> None:
-    from aiqn.evaluation import reference_statistics
+    from aiqn.metrics.scoring import reference_statistics
 
     extractor, name = _extractor(args)
     meta = reference_statistics(extractor, args.data, args.n, args.seed, args.out, name, _levels(args.dataset))
@@ -98,9 +98,9 @@ def cmd_reference_stats(args) -> None:
 
 def cmd_train(args) -> None:
     from aiqn.data import get_dataset, load_split
-    from aiqn.distributed import init_from_env, is_main, shutdown
-    from aiqn.models import PixelCNNConfig
-    from aiqn.training import TrainConfig, train
+    from aiqn.core.distributed import init_from_env, is_main, shutdown
+    from aiqn.nets import PixelCNNConfig
+    from aiqn.methods.pixeliqn.train import TrainConfig, train
 
     spec = get_dataset(args.dataset)
     model_cfg = json.loads(args.model_config)
@@ -115,8 +115,8 @@ def cmd_train(args) -> None:
         raise SystemExit(f"num_classes={model_config.num_classes} but {args.dataset} has {spec.num_classes} classes")
     train_fields = json.loads(args.train_config)
     if args.selected:  # the configuration a sweep chose (optimizer, lr, schedule, kappa) over params
-        from aiqn.sweep import train_overrides
-        from aiqn.utils import read_json
+        from aiqn.methods.pixeliqn.sweep import train_overrides
+        from aiqn.core.io import read_json
 
         chosen = read_json(args.selected)
         train_fields.update(train_overrides(chosen["config"], train_fields["steps"]))
@@ -162,8 +162,8 @@ def publish_final(args, final: Path, step: int, model_config, train_config, bega
     checkpoint, log and data hashes, both configs (dataclasses), seed, time, device and
     environment, plus `extra` fields. Used by the verbs that train the sibling models (VAE,
     AGAVE, CQF); `args` has dataset, data, state_dir and out_dir."""
-    from aiqn.report.provenance import environment
-    from aiqn.utils import file_record, write_json
+    from aiqn.core.environment import environment
+    from aiqn.core.io import file_record, write_json
 
     publish(args.state_dir, args.out_dir, {step: final})
     out = Path(args.out_dir)
@@ -176,9 +176,10 @@ def publish_final(args, final: Path, step: int, model_config, train_config, bega
 
 
 def cmd_sample(args) -> None:
-    from aiqn.sampling import generate
-    from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, save_npz_atomic, write_json
+    from aiqn.nets.sampling import generate
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.core.io import file_record, save_npz_atomic, write_json
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -201,11 +202,13 @@ def cmd_sample(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from aiqn.data import load_split
-    from aiqn.evaluation import bits_per_dim, score_images
+    from aiqn.nets.likelihood import bits_per_dim
+    from aiqn.metrics.scoring import score_images
     from aiqn.metrics import load_statistics
     from aiqn.report.provenance import evaluation_record
-    from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, read_json, write_json
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.core.io import file_record, read_json, write_json
 
     with np.load(args.samples) as arrays:
         images = arrays["images"]
@@ -213,7 +216,7 @@ def cmd_evaluate(args) -> None:
     metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("kind") == "cqf":  # CQF: the bound of eq. 6 on the test split (none for its gan variant)
-        from aiqn.cqf_cli import cqf_bits_per_dim_metrics
+        from aiqn.methods.cqf.verbs import cqf_bits_per_dim_metrics
 
         metrics += cqf_bits_per_dim_metrics(ckpt, args.dataset, args.test, args.importance_samples, args.bpd_seed,
                                             device=resolve_device(args.device), batch_size=args.batch_size)
@@ -244,10 +247,10 @@ def cmd_evaluate(args) -> None:
 
 def cmd_evaluate_real(args) -> None:
     from aiqn.data import load_split
-    from aiqn.evaluation import score_images
+    from aiqn.metrics.scoring import score_images
     from aiqn.metrics import load_statistics
     from aiqn.report.provenance import evaluation_record
-    from aiqn.utils import file_record, write_json
+    from aiqn.core.io import file_record, write_json
 
     images, _ = load_split(args.test)
     extractor, name = _extractor(args)
@@ -268,7 +271,7 @@ def cmd_table(args) -> None:
     from aiqn.report import build_table1, metrics_summary, write_table1
     from aiqn.report.provenance import table_provenance
     from aiqn.report.tables import TABLE1, TableText
-    from aiqn.utils import write_json
+    from aiqn.core.io import write_json
 
     text = TableText(name=args.name, title=args.title or TABLE1.title, caption=args.caption or TABLE1.caption,
                      paper_heading=args.paper_heading or TABLE1.paper_heading)
@@ -326,7 +329,7 @@ def cmd_figures(args) -> None:
 
 def cmd_class_grid(args) -> None:
     from aiqn.report import plot_class_grid
-    from aiqn.utils import read_json
+    from aiqn.core.io import read_json
 
     with np.load(args.samples) as arrays:
         images, labels = arrays["images"], arrays["labels"]
@@ -341,10 +344,11 @@ def cmd_class_grid(args) -> None:
 
 def cmd_inpaint(args) -> None:
     from aiqn.data import load_split
-    from aiqn.inpainting import inpaint, masked_input, top_rows_mask
+    from aiqn.methods.pixeliqn.inpainting import inpaint, masked_input, top_rows_mask
     from aiqn.report import plot_inpainting
-    from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, save_npz_atomic, write_json
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.core.io import file_record, save_npz_atomic, write_json
 
     device = resolve_device(args.device)
     test_images, test_labels = load_split(args.test)
@@ -372,9 +376,10 @@ def cmd_inpaint(args) -> None:
 
 
 def cmd_density(args) -> None:
-    from aiqn.density import density_map_figure, sample_with_density
-    from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, save_npz_atomic, write_json
+    from aiqn.methods.pixeliqn.density import density_map_figure, sample_with_density
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.core.io import file_record, save_npz_atomic, write_json
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -396,8 +401,8 @@ def cmd_density(args) -> None:
 
 
 def cmd_sweep_configs(args) -> None:
-    from aiqn.sweep import draw_configs
-    from aiqn.sweep_trial import write_configs
+    from aiqn.methods.pixeliqn.sweep import draw_configs
+    from aiqn.methods.pixeliqn.sweep_trial import write_configs
 
     rows = draw_configs(json.loads(args.space), args.n, args.seed, args.model)
     write_configs(args.out, rows)
@@ -406,10 +411,10 @@ def cmd_sweep_configs(args) -> None:
 
 def cmd_sweep_trial(args) -> None:
     from aiqn.data import get_dataset, load_split
-    from aiqn.evaluation import score_images
-    from aiqn.models import PixelCNNConfig
-    from aiqn.sweep_trial import config_row, run_trial
-    from aiqn.utils import file_record, write_json
+    from aiqn.metrics.scoring import score_images
+    from aiqn.nets import PixelCNNConfig
+    from aiqn.methods.pixeliqn.sweep_trial import config_row, run_trial
+    from aiqn.core.io import file_record, write_json
 
     spec = get_dataset(args.dataset)
     model_config = PixelCNNConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
@@ -431,8 +436,8 @@ def cmd_sweep_trial(args) -> None:
 
 
 def cmd_sweep_rung(args) -> None:
-    from aiqn.sweep_trial import rung_decision
-    from aiqn.utils import read_json, write_json
+    from aiqn.methods.pixeliqn.sweep_trial import rung_decision
+    from aiqn.core.io import read_json, write_json
 
     decision = rung_decision([read_json(p) for p in args.results], args.metric, args.keep, args.rung, args.budget)
     write_json(args.out, decision)
@@ -440,8 +445,8 @@ def cmd_sweep_rung(args) -> None:
 
 
 def cmd_sweep_select(args) -> None:
-    from aiqn.sweep_trial import selection
-    from aiqn.utils import file_record, read_json, write_json
+    from aiqn.methods.pixeliqn.sweep_trial import selection
+    from aiqn.core.io import file_record, read_json, write_json
 
     chosen = selection([read_json(p) for p in args.decisions], [read_json(p) for p in args.results], args.metric)
     chosen.update(eta=args.eta, mode="exhaustive" if len(chosen["budgets"]) == 1 else "successive halving",
@@ -453,7 +458,7 @@ def cmd_sweep_select(args) -> None:
 
 def cmd_sweep_report(args) -> None:
     from aiqn.report.sweeps import plot_sweep, sweep_table, write_sweep_table
-    from aiqn.utils import read_json
+    from aiqn.core.io import read_json
 
     title = f"{args.dataset} / {args.model}: hyperparameter sweep"
     frame = sweep_table(args.results, args.selected)
@@ -661,11 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--results", nargs="+", required=True)
 
-    from aiqn.vae_cli import add_vae_verbs  # the AIQN-VAE's verbs (appendix, Figure 9)
+    from aiqn.methods.aiqn_vae.verbs import add_vae_verbs# the AIQN-VAE's verbs (appendix, Figure 9)
 
     add_vae_verbs(verb)
-    from aiqn.agave_cli import add_agave_verbs  # AGAVE (Lucas & Verbeek 2018)
-    from aiqn.cqf_cli import add_cqf_verbs  # CQF (Shmelkov et al. 2018)
+    from aiqn.methods.agave.verbs import add_agave_verbs# AGAVE (Lucas & Verbeek 2018)
+    from aiqn.methods.cqf.verbs import add_cqf_verbs# CQF (Shmelkov et al. 2018)
 
     add_agave_verbs(verb)
     add_cqf_verbs(verb)

@@ -14,7 +14,7 @@ import sklearn
 from sklearn.datasets import load_digits
 
 from aiqn.data.registry import DatasetSpec, Source, register, stratified_split
-from aiqn.utils import sha256_file
+from aiqn.core.io import sha256_file
 
 DIGITS_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
 BUNDLED_FILE = Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz"

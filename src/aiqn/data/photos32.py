@@ -37,7 +37,7 @@ import sklearn
 from PIL import Image
 
 from aiqn.data.registry import DatasetSpec, Source, register, stratified_split
-from aiqn.utils import sha256_file
+from aiqn.core.io import sha256_file
 
 IMAGES_DIR = Path(sklearn.__file__).parent / "datasets" / "images"
 PHOTOS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiqn.data.registry import check_split, get_dataset
-from aiqn.utils import save_npz_atomic, sha256_file, write_json
+from aiqn.core.io import save_npz_atomic, sha256_file, write_json
 
 
 def prepare_dataset(name: str, raw_dir: str | Path, out_dir: str | Path, options: dict) -> dict:

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from aiqn.models.pixelcnn import to_unit as models_to_unit
-from aiqn.utils import set_seed, torch_save_atomic
+from aiqn.nets.pixelcnn import to_unit as models_to_unit
+from aiqn.core.checkpoint import set_seed
+from aiqn.core.io import torch_save_atomic
 
 
 def extractor_name(dataset: str) -> str:

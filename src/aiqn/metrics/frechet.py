@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aiqn.utils import save_npz_atomic
+from aiqn.core.io import save_npz_atomic
 
 
 def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import platform
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from aiqn.utils import file_record, read_json, sha256_file
+from aiqn.core.environment import environment
+from aiqn.core.io import file_record, read_json, sha256_file
 
 # What a complete record of one of our model cells holds; real-data and paper cells state what
 # does not apply to them (e.g. "checkpoint": {"not_applicable": "real data"}).
 REQUIRED = ("metrics_file", "checkpoint", "samples", "reference", "dataset", "config", "rule", "code",
             "environment")
-PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "snakemake", "dvc", "aiqn")
 
 
 class ProvenanceError(Exception):
@@ -45,18 +43,6 @@ def git_state(repo: str | Path = ".") -> dict:
     except (subprocess.CalledProcessError, FileNotFoundError):
         return {"commit": None, "dirty": None, "note": "not a git checkout"}
     return {"commit": commit, "dirty": dirty}
-
-
-def environment(device: str = "cpu") -> dict:
-    """Python, package versions, host and device of this process."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"python": platform.python_version(), "packages": versions, "host": platform.node(),
-            "platform": platform.platform(), "device": device}
 
 
 def not_applicable(reason: str) -> dict:

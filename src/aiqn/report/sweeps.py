@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aiqn.utils import read_json  # noqa: E402
+from aiqn.core.io import read_json# noqa: E402
 
 COLUMNS = ["trial", "rung", "budget", "optimizer", "lr", "schedule", "kappa", "loss", "status", "metric", "value",
            "reason", "steps_trained", "seconds", "chosen"]

@@ -6,7 +6,7 @@
   the quantile function Q(tau_i | x_<i) in the network's [-1, 1] intensity scale; (B, C, H, W).
 
 Both are colour-masked 1x1 convolutions (type B), so the output for colour c reads only the
-feature group of colours <= c. Losses live in `aiqn.objectives`, not here.
+feature group of colours <= c. Losses live in `aiqn.nets.objectives`, not here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aiqn.models.layers import colour_masked_1x1, group_ids
+from aiqn.nets.layers import colour_masked_1x1, group_ids
 
 
 class CategoricalHead(nn.Module):

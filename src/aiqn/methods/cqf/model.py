@@ -20,7 +20,7 @@ constant D log(L/2)); bits/dim = nats / (D ln 2), in the units of the 0..L-1 dat
 
 Model (Figure 2)
 ----------------
-An invertible flow f (`aiqn.models.flows.NVPFlow`, CQF only; the identity otherwise) maps y to
+An invertible flow f (`aiqn.methods.cqf.flows.NVPFlow`, CQF only; the identity otherwise) maps y to
 features h = f(y). The encoder q(z | h) = N(mean(h), diag exp(logvar(h))), the prior p(z) = N(0, I),
 the decoder (the generator g, a GAN-style up-convolution network) gives the mean of a factorized
 Gaussian p(h | z) = N(g(z), sigma^2 I) with one learned isotropic sigma (section 5.1: "a
@@ -32,7 +32,7 @@ factorizing Gaussian distribution ... with isotropic covariance matrix"). The co
 Sampling: x = quantize(f^{-1}(g(z) + sigma * n)) with z ~ N(0, I) and, optionally, n ~ N(0, I)
 (`sample(z, noise)`; noise None gives the deterministic generator G(z) = f^{-1}(g(z)) of eq. 7).
 
-Flow options (`flow_coupling`, `flow_output`; `aiqn.models.flows`): affine couplings (the paper's)
+Flow options (`flow_coupling`, `flow_output`; `aiqn.methods.cqf.flows`): affine couplings (the paper's)
 let the flow change volume. Measured on 8x8 digits (500 steps, docs/cqf.md): within 25 steps the
 flow shrank the data (log|det df/dy| ~ -74 nats per image), which acts like a decoder noise ~3x
 sigma in pixel space; the encoder then used the latent little (KL 7 nats vs 31 for cq), g(z)
@@ -66,7 +66,7 @@ discriminator.
 NOTE: not implemented: the paper's hierarchical latent variables (a single latent layer here),
 batch normalisation in the generator (none anywhere: the EMA averages parameters only and
 sampling must not depend on the batch), the residual / IAF refinements of Tables 2-4, and
-multi-scale flows (Table 3). Losses are in `aiqn.cqf_training`.
+multi-scale flows (Table 3). Losses are in `aiqn.methods.cqf.train`.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from aiqn.models.flows import COUPLINGS, NVPFlow
-from aiqn.models.vae import gaussian_kl, resolve_downsamplings
+from aiqn.methods.cqf.flows import COUPLINGS, NVPFlow
+from aiqn.nets.vae import gaussian_kl, resolve_downsamplings
 
 # variant -> (coverage loss, quality loss, flow); Table 1's rows.
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -121,7 +121,7 @@ class CQFConfig:
     # stays in the pixel range; "none": f^{-1} unbounded (G(z) left the range on digits: docstring above)
     flow_output: str = "none"
     flow_coupling: str = "affine"  # "additive": s = 0, volume-preserving couplings (NICE)
-    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.utils.digest_fields)
+    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.core.io.digest_fields)
     LATER_FIELDS: ClassVar[tuple[str, ...]] = ("flow_output", "flow_coupling")
 
     def __post_init__(self):

@@ -46,7 +46,7 @@ w_k = min(base_channels * 2^k, max_channels). n = `downsamplings` (None: log2(mi
 deepest map is 4 x 4: 64x64 -> 4 stages, 8x8 -> 1). The decoder mirrors it with 4x4 stride-2
 transposed convs and ends in a 3x3 conv to 2C maps (location, log-scale). Activations: leaky ReLU
 (0.2) in the encoder, ReLU in the decoder (as the LynnHo VAE). No batch normalisation: the EMA
-(`aiqn.training.update_ema`) averages parameters only, and batch statistics would make sampling
+(`aiqn.methods.pixeliqn.train.update_ema`) averages parameters only, and batch statistics would make sampling
 depend on the batch.
 """
 
@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aiqn.models.pixelcnn import from_unit, to_unit
+from aiqn.nets.pixelcnn import from_unit, to_unit
 
 MIN_LOG_SCALE = -7.0
 

@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger("aiqn")
 
-VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.models.cqf.VARIANTS, Table 1's rows in the paper's order
+VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.methods.cqf.model.VARIANTS, Table 1's rows in the paper's order
 # How the images of `sample-cqf` are made (the evaluation samples of the table and the grid).
 METHODS = {False: "x = quantize(f^-1(g(z))), z ~ N(0, I) (the generator G(z) of eq. 7)",
            True: "x = quantize(f^-1(g(z) + sigma n)), z, n ~ N(0, I) (the full density model)"}
@@ -45,9 +45,9 @@ def cqf_bits_per_dim_metrics(ckpt: dict, dataset: str, test_path: str, importanc
     """The `evaluate` verb's bits/dim entry for a CQF checkpoint: the bound of eq. 6 (with the flow's
     log-determinant and the dequantization constant) on the test split, EMA weights; [] for the
     `gan` variant, which has no likelihood."""
-    from aiqn.cqf_training import cqf_bits_per_dim
+    from aiqn.methods.cqf.train import cqf_bits_per_dim
     from aiqn.data import load_split
-    from aiqn.models.cqf import VARIANTS as PARTS
+    from aiqn.methods.cqf.model import VARIANTS as PARTS
 
     if not PARTS[ckpt["variant"]][0]:
         return []
@@ -62,10 +62,11 @@ def cqf_bits_per_dim_metrics(ckpt: dict, dataset: str, test_path: str, importanc
 
 
 def cmd_train_cqf(args) -> None:
-    from aiqn.cli import publish_final, resolve_device
-    from aiqn.cqf_training import CQFTrainConfig, train_cqf
+    from aiqn.core.publish import publish_final
+    from aiqn.core.device import resolve_device
+    from aiqn.methods.cqf.train import CQFTrainConfig, train_cqf
     from aiqn.data import get_dataset, load_split
-    from aiqn.models.cqf import CQFConfig, build_cqf, parameter_counts
+    from aiqn.methods.cqf.model import CQFConfig, build_cqf, parameter_counts
 
     spec = get_dataset(args.dataset)
     config = CQFConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
@@ -83,11 +84,11 @@ def cmd_train_cqf(args) -> None:
 
 
 def cmd_sample_cqf(args) -> None:
-    from aiqn.cli import resolve_device
-    from aiqn.cqf_training import generate_cqf
-    from aiqn.report.provenance import environment
-    from aiqn.training import load_checkpoint
-    from aiqn.utils import file_record, save_npz_atomic, write_json
+    from aiqn.core.device import resolve_device
+    from aiqn.methods.cqf.train import generate_cqf
+    from aiqn.core.environment import environment
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.core.io import file_record, save_npz_atomic, write_json
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -151,7 +152,7 @@ def plot_cqf_curves(logs: dict[str, str], out_png: str) -> None:
 def cmd_cqf_figures(args) -> None:
     from aiqn.data import get_dataset
     from aiqn.report import plot_sample_grids
-    from aiqn.utils import file_record, read_json, write_json
+    from aiqn.core.io import file_record, read_json, write_json
 
     spec = get_dataset(args.dataset)
     samples, logs = _pairs(args.samples), _pairs(args.train_logs)

@@ -9,7 +9,7 @@ WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR / MASTER_PORT) in each process's envi
 WORLD_SIZE unset or 1 it returns a single-process `DistInfo` and creates no group, so the same
 code runs with and without torchrun.
 
-How `aiqn.training.train` splits the work: every rank draws the same global batch index and
+How `aiqn.methods.pixeliqn.train.train` splits the work: every rank draws the same global batch index and
 the same global tau tensor from its own (identically seeded) CPU generator and keeps its
 `shard_slice` of them, so the union over ranks is exactly the single-process batch. DDP
 averages the gradients over ranks; with equal shards that is the gradient of the mean loss over

@@ -1,5 +1,4 @@
-"""Evaluation: FID and Inception score of samples against reference statistics of real data,
-and bits/dim of the categorical PixelCNN on the test split.
+"""Scoring samples: FID and Inception score against reference statistics of real data.
 
 FID follows Ostrovski et al. 2018 (appendix): N model samples against N' training images. The
 feature extractor is either the literature's Inception-v3 (`inception`, through torch-fidelity;
@@ -25,9 +24,7 @@ from aiqn.metrics import (
     load_statistics,
     save_statistics,
 )
-from aiqn.models import GatedPixelCNN, to_unit
-from aiqn.objectives import categorical_nll, nats_to_bits_per_dim
-from aiqn.utils import file_record, sha256_file
+from aiqn.core.io import file_record, sha256_file
 
 EXTRACTORS = ("classifier", "inception")
 
@@ -116,24 +113,3 @@ def score_images(
          "label": fid_label(name, n, n_ref, what)},
         {"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, n, splits, what)},
     ]
-
-
-@torch.no_grad()
-def bits_per_dim(model: GatedPixelCNN, images: np.ndarray, batch_size: int = 500, device: str = "cpu",
-                 labels: np.ndarray | None = None) -> float:
-    """Mean negative log-likelihood of uint8 `images` under a categorical PixelCNN, in bits/dim;
-    for a class-conditional model, -log p(x | y) given each image's class `labels` (N,)."""
-    if model.config.head != "categorical":
-        raise ValueError("bits/dim needs the categorical head")
-    if model.config.num_classes and labels is None:
-        raise ValueError("a class-conditional model's bits/dim needs the images' class labels")
-    total, count = 0.0, 0
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).long().to(device)
-        classes = None
-        if model.config.num_classes:
-            classes = torch.from_numpy(np.asarray(labels[start : start + batch_size])).long().to(device)
-        nll = categorical_nll(model(to_unit(batch, model.config.levels), class_labels=classes), batch)
-        total += float(nll.double().sum())
-        count += nll.numel()
-    return float(nats_to_bits_per_dim(total / count))

@@ -9,7 +9,7 @@ section 3.2 and 4.1), the network only.
                                                                      v
                                    Gated PixelCNN p(x_i | x_<i, f(z))  via GatedPixelCNN's cond_map
 
-- Encoder and VAE decoder are the architecture of `aiqn.models.vae.ConvVAE` (built by it): the
+- Encoder and VAE decoder are the architecture of `aiqn.nets.vae.ConvVAE` (built by it): the
   encoder for x's shape, the decoder for y's shape, whose last convolution outputs only the C_y
   means; the logistic log-scales are one learned parameter per channel of y, shared by all pixels
   (paper section 4.1). The means live on the network's unit scale of x ([-1, 1], `to_unit`),
@@ -21,7 +21,7 @@ section 3.2 and 4.1), the network only.
 - Eq. 10: with x-level j occupying [j, j + 1) of the continuous range [0, L) (the paper: RGB in
   [0, 256)) and b levels in y, y-level k is the interval [k c, (k + 1) c), c = L / b, the outermost
   intervals open to -inf / +inf. `aux_log_prob` evaluates it with
-  `aiqn.models.vae.discretized_logistic_log_prob`: on the unit scale these intervals are exactly the
+  `aiqn.nets.vae.discretized_logistic_log_prob`: on the unit scale these intervals are exactly the
   b standard bins scaled by 1 / a, a = b (L - 1) / (L (b - 1)), so the logistic (mean, scale) of
   x's scale becomes (a mean, a scale) on y's standard grid (tested against the formula).
   Quantization assigns x-level j to the interval holding its centre j + 1/2 (the paper's floor(y/c)
@@ -36,7 +36,7 @@ section 3.2 and 4.1), the network only.
   layer i). The conditioning never sees x, so the PixelCNN stays autoregressive (tested by gradients).
 
 NOTE: the network only. The objective (eq. 7), the bounds in bits per dimension, training and
-sampling are in `aiqn.agave_training`. The PixelCNN is the Gated PixelCNN with a categorical
+sampling are in `aiqn.methods.agave.train`. The PixelCNN is the Gated PixelCNN with a categorical
 softmax, not the paper's PixelCNN++ (discretized logistic mixture, downsampling U-net): the
 decoder's likelihood family differs from the paper's, the conditioning scheme is the same. The
 VAE is the ConvVAE, not the paper's IAF-VAE architecture of Kingma et al. 2016 (no IAF, one
@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aiqn.models.pixelcnn import GatedPixelCNN, PixelCNNConfig, to_unit
-from aiqn.models.vae import ConvVAE, VAEConfig, discretized_logistic_log_prob
+from aiqn.nets.pixelcnn import GatedPixelCNN, PixelCNNConfig, to_unit
+from aiqn.nets.vae import ConvVAE, VAEConfig, discretized_logistic_log_prob
 
 AUX_KINDS = ("full", "quantized", "lowres", "grey")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the usual RGB -> grey weights
@@ -154,7 +154,7 @@ class AgaveConfig:
     levels: int = 17
     aux: str = "full"  # full | quantized:<bits> | lowres:<size> | grey:<bits>
     latent_dim: int = 16
-    # VAE encoder and decoder (aiqn.models.vae.ConvVAE's architecture)
+    # VAE encoder and decoder (aiqn.nets.vae.ConvVAE's architecture)
     base_channels: int = 32
     max_channels: int = 256
     downsamplings: int | None = None  # encoder; None: log2(min(H, W)) - 2; the decoder drops the stages y lacks

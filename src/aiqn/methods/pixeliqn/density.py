@@ -45,7 +45,7 @@ Method: an exact position-local recomputation, for all positions at once.
    result against torch.autograd.functional.jacobian of the full network to 1e-10 (float64).
 
 Rounding. During sampling PixelIQN's output is rounded to the nearest of the L levels before it
-conditions later pixel-channels (`aiqn.draws.choose_level`). The density here is evaluated with
+conditions later pixel-channels (`aiqn.nets.draws.choose_level`). The density here is evaluated with
 the finished, rounded uint8 sample as the context x and with the tau that produced each value;
 since out_i reads neither x_i nor anything after it, the network's output at i is exactly the
 unrounded value the sampler computed at step i (up to float summation order), and
@@ -70,10 +70,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from aiqn.draws import draw_noise, noise_generator
-from aiqn.models import GatedPixelCNN, from_unit, to_unit
-from aiqn.models.layers import gate
-from aiqn.sampling import generate
+from aiqn.nets.draws import draw_noise, noise_generator
+from aiqn.nets import GatedPixelCNN, from_unit, to_unit
+from aiqn.nets.layers import gate
+from aiqn.nets.sampling import generate
 
 # ----------------------------------------------------------------------------- closed form
 
@@ -199,7 +199,7 @@ def quantiles_and_density(
     """The network's quantiles Q_i(tau_i | x_<i, tau_<i) and their derivatives dQ_i/dtau_i.
 
     images: (B, C, H, W) integer levels 0..L-1 (uint8 / int64), or floats already in [-1, 1];
-    tau: (B, C, H, W) in [0, 1], the sample points (`aiqn.draws.draw_noise`); class_labels (B,)
+    tau: (B, C, H, W) in [0, 1], the sample points (`aiqn.nets.draws.draw_noise`); class_labels (B,)
     and cond_map (B, S, H, W) as for the model. Returns (quantiles, dq_dtau), both (B, C, H, W)
     in the model's dtype on its device, in the unit scale. The derivative is the exact diagonal
     of d out / d tau at fixed images (module docstring): C backward passes for the whole batch.
@@ -266,7 +266,7 @@ class DensitySamples:
     levels: int
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every array by name, for `aiqn.utils.save_npz_atomic(path, **samples.arrays())`."""
+        """Every array by name, for `aiqn.core.io.save_npz_atomic(path, **samples.arrays())`."""
         return {"images": self.images, "labels": self.labels, "tau": self.tau, "quantiles": self.quantiles,
                 "dq_dtau": self.dq_dtau, "density": self.density, "log_density": self.log_density,
                 "matches_sample": self.matches_sample, "levels": np.array(self.levels)}
@@ -301,7 +301,7 @@ def sample_with_density(
     method: str = "cached",
     progress: bool = False,
 ) -> DensitySamples:
-    """Draw `n` samples with `aiqn.sampling.generate` and evaluate the implied density at each.
+    """Draw `n` samples with `aiqn.nets.sampling.generate` and evaluate the implied density at each.
 
     Same draws as the pipeline: batch b uses `noise_generator(seed, b)`, so with the same `seed`
     and `batch_size` the images equal those of `aiqn sample` (and, for a class-conditional model

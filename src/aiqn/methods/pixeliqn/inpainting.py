@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aiqn.draws import draw_noise, noise_generator
-from aiqn.models import GatedPixelCNN
-from aiqn.sampling import sampler
+from aiqn.nets.draws import draw_noise, noise_generator
+from aiqn.nets import GatedPixelCNN
+from aiqn.nets.sampling import sampler
 
 
 def top_rows_mask(shape: tuple[int, int, int], known_rows: float) -> torch.Tensor:

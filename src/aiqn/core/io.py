@@ -1,34 +1,16 @@
-"""Small helpers shared by every stage: seeding, hashing, atomic writes, JSON I/O."""
+"""Files: hashing, atomic writes, JSON I/O."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import random
 import tempfile
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's `random`, NumPy's global generator and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def digest_fields(config) -> dict:
-    """A config dataclass as the dict its resume digest hashes: every field except those named in
-    its `LATER_FIELDS` (fields added after checkpoints existed) while they hold their default, so
-    that runs started before a field existed still resume."""
-    later = getattr(config, "LATER_FIELDS", ())
-    defaults = {f.name: f.default for f in fields(config)}
-    return {key: value for key, value in asdict(config).items() if key not in later or value != defaults[key]}
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -6,12 +6,12 @@ Objective per batch (one Adam optimizer over the VAE and, when `aiqn`, the AIQN)
 
 L_VAE = reconstruction + kl_weight * KL in nats per image (`ConvVAE.loss`); e(x) are the encoder
 means, detached by default (`detach_latents`), so the AIQN learns the distribution of the latent
-codes without shaping them; rho^kappa is `aiqn.objectives.huber_quantile_loss`, with one tau ~ U[0, 1]^d
+codes without shaping them; rho^kappa is `aiqn.nets.objectives.huber_quantile_loss`, with one tau ~ U[0, 1]^d
 per image, summed over the d latent dimensions (as the paper's loss sums over dimensions). The two
 terms have disjoint parameters when the latents are detached, and Adam is invariant to a loss's
 scale per parameter, so the sum trains both as separate optimizers would.
 
-Conventions shared with `aiqn.training`: Polyak averaging (`update_ema`) of the VAE and the AIQN,
+Trained by the one loop `aiqn.core.loop.fit`: Polyak averaging of the VAE and the AIQN,
 used for sampling; checkpoints `ckpt_{step:07d}.pt` written atomically at `checkpoint_steps`,
 holding configs, config digest, model and EMA weights of both networks, optimizer, RNG states;
 `train_vae` resumes from the newest checkpoint with the same digest (others are moved aside as
@@ -29,30 +29,28 @@ the paper's VAE samples.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from aiqn.models.made import AutoregressiveQuantileMLP
-from aiqn.models.vae import ConvVAE, VAEConfig
-from aiqn.objectives import huber_quantile_loss
-from aiqn.training import checkpoint_name, load_checkpoint, update_ema
-from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
-from aiqn.utils import set_seed
+from aiqn.core.checkpoint import load_checkpoint
+from aiqn.core.config import TrainBase, make_optimizer
+from aiqn.core.loop import Run, Trainer, check_shape, ema_copy, fit
+from aiqn.methods.aiqn_vae.made import AutoregressiveQuantileMLP
+from aiqn.nets.objectives import huber_quantile_loss
+from aiqn.nets.vae import ConvVAE, VAEConfig
 
 log = logging.getLogger(__name__)
 
-LOG_HEADER = "step,loss,reconstruction,kl,quantile_loss,lr,seconds\n"
+KIND = "vae"
+COLUMNS = ("loss", "reconstruction", "kl", "quantile_loss")
 
 
 @dataclass
-class VAETrainConfig:
+class VAETrainConfig(TrainBase):
     """How a VAE / AIQN-VAE is trained; stored in every checkpoint as `ckpt["train_config"]`."""
 
     steps: int = 3000
@@ -74,10 +72,7 @@ class VAETrainConfig:
         for name in ("aiqn", "detach_latents"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        steps = sorted(set(self.checkpoint_steps) | {self.steps})
-        if steps[0] < 1 or steps[-1] > self.steps:
-            raise ValueError(f"checkpoint_steps must lie in [1, steps={self.steps}]")
-        self.checkpoint_steps = steps
+        super().__post_init__()
 
 
 def build_vae_aiqn(config: VAEConfig | dict, with_aiqn: bool) -> tuple[ConvVAE, AutoregressiveQuantileMLP | None]:
@@ -112,6 +107,50 @@ def quantile_loss(aiqn: AutoregressiveQuantileMLP, latents: torch.Tensor, tau: t
     return huber_quantile_loss(latents, prediction, tau, kappa).sum(1).mean()
 
 
+class VAETrainer(Trainer):
+    """The VAE (and, with `aiqn`, its AIQN), their EMA copies, one Adam over both, one update per step.
+    Draws per step, in this order: batch indices (B,), eps (B, d), tau (B, d) (AIQN-VAE only)."""
+
+    columns = COLUMNS
+
+    def __init__(self, config: VAEConfig, train_config: VAETrainConfig, images: np.ndarray,
+                 generator: torch.Generator, device: str):
+        self.config, self.train_config, self.generator, self.device = config, train_config, generator, device
+        self.vae, self.aiqn = build_vae_aiqn(config, train_config.aiqn)
+        ema_vae, ema_aiqn = build_vae_aiqn(config, train_config.aiqn)
+        self.emas = [(self.vae, ema_vae)] + ([(self.aiqn, ema_aiqn)] if self.aiqn is not None else [])
+        for net, ema in self.emas:
+            ema_copy(net.to(device), ema.to(device))
+        self.params = list(self.vae.parameters()) + (list(self.aiqn.parameters()) if self.aiqn is not None else [])
+        self.optimizer = make_optimizer(self.params, "adam", train_config.lr, betas=(train_config.adam_beta1, 0.999))
+        self.optimizers = [self.optimizer]
+        self.states = {"model": self.vae, "ema": ema_vae, "aiqn": self.aiqn, "aiqn_ema": ema_aiqn,
+                       "optimizer": self.optimizer}
+        self.present = [True, True, True, self.aiqn is not None]
+        self.desc = "train aiqn-vae" if self.aiqn is not None else "train vae"
+        self.data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
+        self.nan = torch.tensor(float("nan"), device=device)
+
+    def step(self) -> torch.Tensor:
+        t, g, d = self.train_config, self.generator, self.config.latent_dim
+        index = torch.randint(len(self.data), (t.batch_size,), generator=g)  # (B,)
+        noise = torch.randn((t.batch_size, d), generator=g)  # (B, d)
+        tau = torch.rand((t.batch_size, d), generator=g) if self.aiqn is not None else None  # (B, d)
+        batch = self.data[index].to(self.device).long()  # (B, C, H, W)
+        out = self.vae.loss(batch, noise=noise.to(self.device))
+        loss, q_loss = out["total"], self.nan
+        if self.aiqn is not None:
+            latents = out["mean"].detach() if t.detach_latents else out["mean"]
+            q_loss = quantile_loss(self.aiqn, latents, tau.to(self.device), t.kappa)
+            loss = loss + q_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip)
+        self.optimizer.step()
+        return torch.stack([out["total"], out["reconstruction"], out["kl"], q_loss]).detach()  # (4,)
+
+
 def train_vae(
     vae_config: VAEConfig,
     train_config: VAETrainConfig,
@@ -121,110 +160,16 @@ def train_vae(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict[int, Path]:
-    """Train a VAE (and, when `train_config.aiqn`, its AIQN) on uint8 `images` (N, C, H, W).
+    """Train a VAE (and, when `train_config.aiqn`, its AIQN) on uint8 `images` (N, C, H, W) (`fit`).
 
     Checkpoints go to `run_dir`; the run resumes from the newest checkpoint written under the same
     configs. `stop_after` ends the run after that step (to simulate an interruption). Returns
     {step: checkpoint path} of the checkpoints that exist for this config.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg, tcfg = vae_config, train_config
-    expected = (cfg.channels, cfg.height, cfg.width)
-    if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images have shape {tuple(images.shape[1:])}, the config expects {expected}")
-    digest = config_digest("vae", cfg, tcfg)
-    (run_dir / "config.json").write_text(
-        json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "digest": digest}, indent=2))
-
-    set_seed(tcfg.seed)
-    vae, aiqn = build_vae_aiqn(cfg, tcfg.aiqn)
-    ema_vae, ema_aiqn = build_vae_aiqn(cfg, tcfg.aiqn)
-    pairs = [(vae, ema_vae)] + ([(aiqn, ema_aiqn)] if aiqn is not None else [])
-    for net, ema in pairs:
-        net.to(device)
-        ema.to(device)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
-    params = list(vae.parameters()) + (list(aiqn.parameters()) if aiqn is not None else [])
-    optimizer = torch.optim.Adam(params, lr=tcfg.lr, betas=(tcfg.adam_beta1, 0.999))
-    generator = torch.Generator().manual_seed(tcfg.seed)
-
-    start = 0
-    log_path = run_dir / "train_log.csv"
-    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
-    if ckpt is not None:
-        vae.load_state_dict(ckpt["model"])
-        ema_vae.load_state_dict(ckpt["ema"])
-        if aiqn is not None:
-            aiqn.load_state_dict(ckpt["aiqn"])
-            ema_aiqn.load_state_dict(ckpt["aiqn_ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["step"]
-
-    data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
-    end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
-    report_every = max(1, tcfg.steps // 20)
-    d = cfg.latent_dim
-    vae.train()
-    began = time.time()
-    desc = "train aiqn-vae" if aiqn is not None else "train vae"
-    bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc=desc,
-               disable=not progress, mininterval=2.0)
-    losses = BufferedLossLog(log_path, [True, True, True, aiqn is not None], with_lr=True)
-    nan = torch.tensor(float("nan"), device=device)
-    try:
-        for step in bar:
-            index = torch.randint(len(data), (tcfg.batch_size,), generator=generator)  # (B,)
-            noise = torch.randn((tcfg.batch_size, d), generator=generator)  # (B, d)
-            tau = torch.rand((tcfg.batch_size, d), generator=generator) if aiqn is not None else None  # (B, d)
-            batch = data[index].to(device).long()  # (B, C, H, W)
-            out = vae.loss(batch, noise=noise.to(device))
-            loss = out["total"]
-            q_loss = nan
-            if aiqn is not None:
-                latents = out["mean"].detach() if tcfg.detach_latents else out["mean"]
-                q_loss = quantile_loss(aiqn, latents, tau.to(device), tcfg.kappa)
-                loss = loss + q_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-            optimizer.step()
-            for net, ema in pairs:
-                update_ema(ema, net, tcfg.ema_rate)
-
-            done = step + 1
-            row = torch.stack([out["total"], out["reconstruction"], out["kl"], q_loss]).detach()  # (4,)
-            losses.add(done, row, time.time() - began, tcfg.lr)
-            report = done % 50 == 0 or done % report_every == 0
-            if report or done in tcfg.checkpoint_steps or done == end:
-                last = losses.flush()
-            if report:
-                bar.set_postfix({"loss": f"{last[0]:.2f}", "q": f"{last[3]:.3f}"})
-                if done % report_every == 0:
-                    rate = (done - start) / (time.time() - began)
-                    log.info("step %d/%d  loss %.3f (rec %.3f kl %.3f) quantile %.4f  %.1f steps/s  ETA %.0f s",
-                             done, tcfg.steps, *last, rate, (tcfg.steps - done) / rate)
-            if done in tcfg.checkpoint_steps:
-                _save_checkpoint(run_dir / checkpoint_name(done), done, cfg, tcfg, digest, vae, ema_vae,
-                                 aiqn, ema_aiqn, optimizer, generator)
-    finally:
-        losses.close()
-        bar.close()
-    return {s: run_dir / checkpoint_name(s) for s in tcfg.checkpoint_steps if (run_dir / checkpoint_name(s)).exists()}
-
-
-def _save_checkpoint(path: Path, step: int, vae_config: VAEConfig, train_config: VAETrainConfig, digest: str,
-                     vae: ConvVAE, ema_vae: ConvVAE, aiqn: AutoregressiveQuantileMLP | None,
-                     ema_aiqn: AutoregressiveQuantileMLP | None, optimizer: torch.optim.Optimizer,
-                     generator: torch.Generator) -> None:
-    """Write everything an exact resume needs (AIQN entries are None for a plain VAE)."""
-    save_checkpoint(path, "vae", step, vae_config, train_config, digest, generator,
-                    model=vae.state_dict(), ema=ema_vae.state_dict(),
-                    aiqn=aiqn.state_dict() if aiqn is not None else None,
-                    aiqn_ema=ema_aiqn.state_dict() if ema_aiqn is not None else None,
-                    optimizer=optimizer.state_dict())
+    check_shape(images, vae_config)
+    return fit(Run(KIND, vae_config, train_config, Path(run_dir)),
+               lambda generator: VAETrainer(vae_config, train_config, images, generator, device),
+               device=device, stop_after=stop_after, progress=progress)
 
 
 def draw_latent_noise(n: int, dim: int, seed: int, use_aiqn: bool) -> torch.Tensor:

@@ -26,10 +26,11 @@ LATENTS = {"prior": "N(0, I) prior -> decoder", "aiqn": "tau ~ U[0,1]^d -> AIQN 
 
 
 def cmd_train_vae(args) -> None:
-    from aiqn.cli import publish_final, resolve_device
+    from aiqn.core.publish import publish_final
+    from aiqn.core.device import resolve_device
     from aiqn.data import get_dataset, load_split
-    from aiqn.models.vae import VAEConfig, aiqn_vae_config
-    from aiqn.vae_training import VAETrainConfig, train_vae
+    from aiqn.nets.vae import VAEConfig, aiqn_vae_config
+    from aiqn.methods.aiqn_vae.train import VAETrainConfig, train_vae
 
     spec = get_dataset(args.dataset)
     config = VAEConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
@@ -51,11 +52,11 @@ def cmd_train_vae(args) -> None:
 
 
 def cmd_sample_vae(args) -> None:
-    from aiqn.cli import resolve_device
-    from aiqn.report.provenance import environment
-    from aiqn.training import load_checkpoint
-    from aiqn.utils import file_record, save_npz_atomic, write_json
-    from aiqn.vae_training import generate_vae
+    from aiqn.core.device import resolve_device
+    from aiqn.core.environment import environment
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.core.io import file_record, save_npz_atomic, write_json
+    from aiqn.methods.aiqn_vae.train import generate_vae
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -83,7 +84,7 @@ def cmd_vae_figures(args) -> None:
 
     from aiqn.data import get_dataset
     from aiqn.report import plot_loss_curves, plot_sample_grids
-    from aiqn.utils import file_record, read_json, write_json
+    from aiqn.core.io import file_record, read_json, write_json
 
     spec = get_dataset(args.dataset)
     samples, logs = _pairs(args.samples), _pairs(args.train_logs)

@@ -16,7 +16,7 @@ on that grid, so feeding off-grid values would condition the network on inputs i
 and the saved samples are uint8 levels anyway, so the network conditions on exactly the image
 it finally outputs.
 
-The cached sampler (`aiqn.cached_sampling`) gives the same samples much faster and is the
+The cached sampler (`aiqn.nets.cached_sampling`) gives the same samples much faster and is the
 pipeline's default; this module keeps the naive one as the reference, and `generate`, which
 draws N samples in resumable shards with either. Inpainting and class conditioning are
 arguments (`known`, `class_labels`), not separate code paths.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aiqn.draws import choose_level, draw_noise, keep_known, noise_generator, start_images
-from aiqn.models import GatedPixelCNN, to_unit
-from aiqn.utils import save_npz_atomic
+from aiqn.nets.draws import choose_level, draw_noise, keep_known, noise_generator, start_images
+from aiqn.nets import GatedPixelCNN, to_unit
+from aiqn.core.io import save_npz_atomic
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ sample = sample_naive  # the reference sampler
 
 def sampler(method: str):
     """The sampling function for `method`: "cached" (default in the pipeline) or "naive"."""
-    from aiqn.cached_sampling import sample_cached
+    from aiqn.nets.cached_sampling import sample_cached
 
     samplers = {"naive": sample_naive, "cached": sample_cached}
     if method not in samplers:

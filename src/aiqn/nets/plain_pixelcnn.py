@@ -1,7 +1,7 @@
 """The original PixelCNN (van den Oord et al. 2016a, "Pixel Recurrent Neural Networks", section
 3.5 and figure 5): one stack of masked k x k convolutions with ReLU residual blocks, no gates and
 no vertical/horizontal split. It is the "PixelCNN [21]" row of AGAVE's Table 1 (Lucas & Verbeek
-2018), next to the Gated PixelCNN of `aiqn.models.pixelcnn`.
+2018), next to the Gated PixelCNN of `aiqn.nets.pixelcnn`.
 
     x -> masked conv, type A, first_filter_size (7 in the paper)       2P planes
       -> blocks x [ReLU, 1x1 (2P -> P), ReLU, masked k x k type B (P -> P), ReLU, 1x1 (P -> 2P)] + residual
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aiqn.models.heads import CategoricalHead
-from aiqn.models.layers import MaskedConv2d, colour_mask, colour_masked_1x1, group_ids
+from aiqn.nets.heads import CategoricalHead
+from aiqn.nets.layers import MaskedConv2d, colour_mask, colour_masked_1x1, group_ids
 
 
 def spatial_mask(out_groups: torch.Tensor, in_groups: torch.Tensor, filter_size: int, include_self: bool) -> torch.Tensor:
@@ -63,7 +63,7 @@ class PlainPixelCNN(nn.Module):
 
     forward(x, tau=None, cond_map=None, class_labels=None): x (B, C, H, W) in [-1, 1] ->
     logits (B, C, L, H, W). The conditioning arguments exist for the shared call signature
-    (`aiqn.training.model_loss`, `aiqn.evaluation`) and must be None: this baseline is unconditional.
+    (`aiqn.methods.pixeliqn.train.model_loss`, `aiqn.metrics.scoring`) and must be None: this baseline is unconditional.
     """
 
     def __init__(self, config):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aiqn.models import GatedPixelCNN, from_unit
+from aiqn.nets import GatedPixelCNN, from_unit
 
 
 def noise_generator(seed: int, batch_index: int) -> torch.Generator:

@@ -1,5 +1,5 @@
 """AGAVE (Lucas & Verbeek 2018): the objective of eq. 7, bounds on -log p(x) in bits per dimension,
-training, and sampling. The network is `aiqn.models.agave.Agave`.
+training, and sampling. The network is `aiqn.methods.agave.model.Agave`.
 
 Objective (eq. 7, negated, nats per image, batch mean), one reparameterised z = mu + sigma * eps:
 
@@ -24,7 +24,7 @@ part of the model of x), divided by D ln 2, D = C*H*W, to bits per dimension:
   It is a tighter bound in expectation (decreasing in K towards -log p(x)); with K = 1 its
   expectation equals the ELBO (tested).
 
-Training follows `aiqn.vae_training`: Adamax (lr 0.002, the paper's, no decay) by default, EMA
+Training follows `aiqn.methods.aiqn_vae.train`: Adamax (lr 0.002, the paper's, no decay) by default, EMA
 weights used for sampling and evaluation, checkpoints `ckpt_{step:07d}.pt` written atomically at
 `checkpoint_steps` holding configs, digest, model, EMA, optimizer and RNG states; `train_agave`
 resumes from the newest checkpoint of the same digest exactly (tested bitwise on the CPU). Every
@@ -35,17 +35,16 @@ kl, lr, seconds, the four losses in nats per image (divide by C*H*W*ln 2 for bit
 
 Sampling (`generate_agave`, Figure 5): z ~ N(0, I) -> f(z) (saved: the left column of Figure 5) ->
 `samples_per_latent` PixelCNN samples conditioned on it, with the cached (default) or the naive
-sampler of `aiqn.sampling` and its `cond_map` argument. `reconstruct_agave` does the same from
+sampler of `aiqn.nets.sampling` and its `cond_map` argument. `reconstruct_agave` does the same from
 q(z|x) of given images (Figures 3 and 7: ground truth, f(z), PixelCNN samples).
 
 NOTE: not implemented: the paper's separate pretraining of the VAE and the PixelCNN before joint
 training (section 4.1, "to speed up training"; here the joint objective is trained from scratch),
-latent interpolations (Figure 6), the PixelCNN++ decoder and the IAF-VAE (see `aiqn.models.agave`).
+latent interpolations (Figure 6), the PixelCNN++ decoder and the IAF-VAE (see `aiqn.methods.agave.model`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -54,26 +53,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from aiqn.models.agave import Agave, AgaveConfig
-from aiqn.models.pixelcnn import from_unit, to_unit
-from aiqn.models.vae import gaussian_kl
-from aiqn.objectives import categorical_nll
-from aiqn.sampling import sampler
-from aiqn.training import checkpoint_name, load_checkpoint, update_ema
-from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
-from aiqn.utils import set_seed
+from aiqn.core.checkpoint import load_checkpoint
+from aiqn.core.config import TrainBase, make_optimizer
+from aiqn.core.loop import Run, Trainer, check_shape, ema_copy, fit
+from aiqn.methods.agave.model import Agave, AgaveConfig
+from aiqn.nets.pixelcnn import from_unit, to_unit
+from aiqn.nets.vae import gaussian_kl
+from aiqn.nets.objectives import categorical_nll
+from aiqn.nets.sampling import sampler
 
 log = logging.getLogger(__name__)
 
+KIND = "agave"
 OPTIMIZERS = ("adamax", "adam")
-LOG_HEADER = "step,loss,reconstruction,auxiliary,kl,lr,seconds\n"
+COLUMNS = ("loss", "reconstruction", "auxiliary", "kl")
 LOG_2 = math.log(2.0)
 
 
 @dataclass
-class AgaveTrainConfig:
+class AgaveTrainConfig(TrainBase):
     """How an AGAVE is trained; stored in every checkpoint as `ckpt["train_config"]`.
 
     The auxiliary image is part of the model (`AgaveConfig.aux`: it sets the decoder's output
@@ -97,10 +96,7 @@ class AgaveTrainConfig:
             raise ValueError(f"use_aux must be true or false, got {self.use_aux!r}")
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight (lambda) must be >= 0, got {self.kl_weight}")
-        steps = sorted(set(self.checkpoint_steps) | {self.steps})
-        if steps[0] < 1 or steps[-1] > self.steps:
-            raise ValueError(f"checkpoint_steps must lie in [1, steps={self.steps}]")
-        self.checkpoint_steps = steps
+        super().__post_init__()
 
 
 def build_agave(config: AgaveConfig | dict) -> Agave:
@@ -112,7 +108,7 @@ def agave_from_checkpoint(path_or_ckpt, use_ema: bool = True, device: str = "cpu
     """Rebuild an AGAVE from a checkpoint alone, EMA weights by default, in eval mode."""
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     if ckpt.get("kind") != "agave":
-        raise ValueError("not an AGAVE checkpoint (written by aiqn.agave_training.train_agave)")
+        raise ValueError("not an AGAVE checkpoint (written by aiqn.methods.agave.train.train_agave)")
     model = build_agave(ckpt["config"])
     model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
     return model.to(device).eval()
@@ -246,10 +242,47 @@ def evaluate_agave(ckpt, images: np.ndarray, k: int = 150, seed: int = 0, elbo_s
 
 # ------------------------------------------------------------------------------------- training
 
-def _make_optimizer(params, config: AgaveTrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adamax":
-        return torch.optim.Adamax(params, lr=config.lr)
-    return torch.optim.Adam(params, lr=config.lr)
+class AgaveTrainer(Trainer):
+    """An AGAVE, its EMA copy and optimizer; per step eq. 7 on one batch. Draws per step, in this
+    order: batch indices (B,), eps (B, d). `init` (a loaded AGAVE checkpoint) starts a fresh run from
+    its weights instead of a fresh initialisation."""
+
+    columns, desc = COLUMNS, "train agave"
+
+    def __init__(self, config: AgaveConfig, train_config: AgaveTrainConfig, images: np.ndarray,
+                 generator: torch.Generator, device: str, init: dict | None):
+        self.config, self.train_config, self.generator, self.device = config, train_config, generator, device
+        self.model, self.ema = build_agave(config).to(device), build_agave(config).to(device)
+        ema_copy(self.model, self.ema)
+        self.optimizer = make_optimizer(self.model.parameters(), train_config.optimizer, train_config.lr)
+        self.states = {"model": self.model, "ema": self.ema, "optimizer": self.optimizer}
+        self.emas, self.optimizers = [(self.model, self.ema)], [self.optimizer]
+        self.init = init
+        self.data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
+
+    def begin(self, ckpt: dict | None) -> None:
+        """A fresh run with `init`: its weights, EMA and (same optimizer) optimizer state."""
+        if ckpt is not None or self.init is None:
+            return
+        self.model.load_state_dict(self.init["model"])
+        self.ema.load_state_dict(self.init["ema"])
+        if self.init["train_config"]["optimizer"] == self.train_config.optimizer:
+            self.optimizer.load_state_dict(self.init["optimizer"])
+        log.info("initialised from a checkpoint at step %d (digest %s)", self.init["step"], self.init["digest"][:12])
+
+    def step(self) -> torch.Tensor:
+        t = self.train_config
+        index = torch.randint(len(self.data), (t.batch_size,), generator=self.generator)  # (B,)
+        noise = torch.randn((t.batch_size, self.config.latent_dim), generator=self.generator)  # (B, d)
+        terms = agave_terms(self.model, self.data[index].to(self.device).long(), noise.to(self.device))
+        loss = agave_objective(terms, t.kl_weight, t.use_aux)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        return torch.stack([loss, terms["reconstruction"].mean(), terms["auxiliary"].mean(),
+                            terms["kl"].mean()]).detach()  # (4,)
 
 
 def train_agave(
@@ -262,7 +295,7 @@ def train_agave(
     progress: bool = True,
     init_from: str | Path | dict | None = None,
 ) -> dict[int, Path]:
-    """Train an AGAVE on uint8 `images` (N, C, H, W), checkpointing into `run_dir`.
+    """Train an AGAVE on uint8 `images` (N, C, H, W), checkpointing into `run_dir` (`fit`).
 
     Resumes from the newest checkpoint in `run_dir` written under the same configs (and the same
     `init_from`). `init_from`: an AGAVE checkpoint (path or loaded dict) of the same model config to
@@ -274,92 +307,20 @@ def train_agave(
     checkpoints that exist for this config.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg, tcfg = model_config, train_config
-    expected = (cfg.channels, cfg.height, cfg.width)
-    if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images have shape {tuple(images.shape[1:])}, the config expects {expected}")
+    check_shape(images, model_config)
     init_ckpt, init = None, None
     if init_from is not None:
         if not isinstance(init_from, dict) and Path(init_from).resolve().parent == run_dir.resolve():
             raise ValueError(f"init_from {init_from} lies in run_dir {run_dir}: continue into another folder")
         init_ckpt = init_from if isinstance(init_from, dict) else load_checkpoint(init_from, map_location=device)
-        if init_ckpt.get("kind") != "agave":
+        if init_ckpt.get("kind") != KIND:
             raise ValueError(f"init_from {init_from} is not an AGAVE checkpoint")
-        if init_ckpt["config"] != asdict(cfg):
+        if init_ckpt["config"] != asdict(model_config):
             raise ValueError(f"init_from was trained with another model config: {init_ckpt['config']}")
         init = {"digest": init_ckpt["digest"], "step": init_ckpt["step"]}
-    digest = config_digest("agave", cfg, tcfg, init=init)
-    (run_dir / "config.json").write_text(
-        json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "init": init, "digest": digest}, indent=2))
-
-    set_seed(tcfg.seed)
-    model, ema = build_agave(cfg).to(device), build_agave(cfg).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = _make_optimizer(model.parameters(), tcfg)
-    generator = torch.Generator().manual_seed(tcfg.seed)
-
-    start = 0
-    log_path = run_dir / "train_log.csv"
-    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["step"]
-    elif init_ckpt is not None:
-        model.load_state_dict(init_ckpt["model"])
-        ema.load_state_dict(init_ckpt["ema"])
-        if init_ckpt["train_config"]["optimizer"] == tcfg.optimizer:
-            optimizer.load_state_dict(init_ckpt["optimizer"])
-        log.info("initialised from a checkpoint at step %d (digest %s)", init["step"], init["digest"][:12])
-    for group in optimizer.param_groups:  # a loaded state carries its own lr; this run's is tcfg.lr
-        group["lr"] = tcfg.lr
-
-    data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
-    end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
-    report_every = max(1, tcfg.steps // 20)
-    model.train()
-    began = time.time()
-    bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc="train agave",
-               disable=not progress, mininterval=2.0)
-    losses = BufferedLossLog(log_path, [True] * 4, with_lr=True)
-    try:
-        for step in bar:
-            index = torch.randint(len(data), (tcfg.batch_size,), generator=generator)  # (B,)
-            noise = torch.randn((tcfg.batch_size, cfg.latent_dim), generator=generator)  # (B, d)
-            batch = data[index].to(device).long()  # (B, C, H, W)
-            terms = agave_terms(model, batch, noise.to(device))
-            loss = agave_objective(terms, tcfg.kl_weight, tcfg.use_aux)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            optimizer.step()
-            update_ema(ema, model, tcfg.ema_rate)
-
-            done = step + 1
-            row = torch.stack([loss, terms["reconstruction"].mean(), terms["auxiliary"].mean(),
-                               terms["kl"].mean()]).detach()  # (4,)
-            losses.add(done, row, time.time() - began, tcfg.lr)
-            report = done % 50 == 0 or done % report_every == 0
-            if report or done in tcfg.checkpoint_steps or done == end:
-                last = losses.flush()
-            if report:
-                bar.set_postfix({"loss": f"{last[0]:.2f}", "kl": f"{last[3]:.2f}"})
-                if done % report_every == 0:
-                    rate = (done - start) / (time.time() - began)
-                    log.info("step %d/%d  loss %.3f (rec %.3f aux %.3f kl %.3f)  %.1f steps/s  ETA %.0f s",
-                             done, tcfg.steps, *last, rate, (tcfg.steps - done) / rate)
-            if done in tcfg.checkpoint_steps:
-                save_checkpoint(run_dir / checkpoint_name(done), "agave", done, cfg, tcfg, digest, generator,
-                                init=init, model=model.state_dict(), ema=ema.state_dict(),
-                                optimizer=optimizer.state_dict())
-    finally:
-        losses.close()
-        bar.close()
-    return {s: run_dir / checkpoint_name(s) for s in tcfg.checkpoint_steps if (run_dir / checkpoint_name(s)).exists()}
+    return fit(Run(KIND, model_config, train_config, run_dir, extra={"init": init}),
+               lambda generator: AgaveTrainer(model_config, train_config, images, generator, device, init_ckpt),
+               device=device, stop_after=stop_after, progress=progress)
 
 
 # ------------------------------------------------------------------------------------- sampling

@@ -1,6 +1,6 @@
 """Objectives, training, sampling and bits/dim of CQF and its ablations (Shmelkov et al. 2018,
 "Coverage and quality driven training of generative image models", eq. 6-7, section 5.1, Table 1,
-appendix A). The networks are in `aiqn.models.cqf` (which also documents the continuous scale).
+appendix A). The networks are in `aiqn.methods.cqf.model` (which also documents the continuous scale).
 
 Objectives
 ----------
@@ -15,7 +15,7 @@ at random interpolates x^ = a * real + (1 - a) * fake, a ~ U[0, 1] per image (`g
 
     L_D = E[softplus(-l(real))] + E[softplus(l(fake))] + gp_coefficient * E[(|grad l(x^)|_2 - 1)^2]
 
-Generator objective per step (Table 1's rows, `aiqn.models.cqf.VARIANTS`):
+Generator objective per step (Table 1's rows, `aiqn.methods.cqf.model.VARIANTS`):
 
     gan: w * L_Q        vae: L_C        cq, cqf: L_C + w * L_Q        (w = adversarial_weight)
 
@@ -28,7 +28,7 @@ penalty coefficient 100, one discriminator update per generator update, adversar
 The generated images G(z) that the discriminator and L_Q see are f^{-1}(g(z)) (eq. 7 writes a
 deterministic generator G_theta(z)); `adversarial_noise=True` uses f^{-1}(g(z) + sigma n) instead,
 samples of the full density model. Real images reach the discriminator dequantized (the continuous
-y of the density model, `aiqn.models.cqf.dequantize`), in the same space as the generated ones.
+y of the density model, `aiqn.methods.cqf.model.dequantize`), in the same space as the generated ones.
 
 Step order and randomness
 -------------------------
@@ -56,77 +56,29 @@ CQF mixed flow weights from different phases and its bits/dim rose from 4.3 (raw
 The adversarial weight is per image whatever the dimension: scaling it by D / 3072 (~2 on digits)
 or to 10 or 30 did not bring cqf near cq (500 steps: cqf FID 353 / 263 / 631 vs 505 at 100; cq
 229 / 163 / 87 vs 67 at 100). What failed in cqf was the flow shrinking the data in the first
-steps (`aiqn.models.cqf` docstring, docs/cqf.md).
+steps (`aiqn.methods.cqf.model` docstring, docs/cqf.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from aiqn.models.cqf import VARIANTS, CQFConfig, CQFModel, Discriminator, build_cqf, check_variant, dequantize, quantize
-from aiqn.objectives import nats_to_bits_per_dim
-from aiqn.training import checkpoint_name, load_checkpoint, update_ema
-from aiqn.run_log import BufferedLossLog, config_digest, resume_or_start, save_checkpoint
-from aiqn.utils import set_seed
+from aiqn.core.checkpoint import load_checkpoint
+from aiqn.core.config import TrainBase, make_optimizer
+from aiqn.core.loop import Run, Trainer, check_shape, ema_copy, fit
+from aiqn.methods.cqf.model import VARIANTS, CQFConfig, CQFModel, build_cqf, check_variant, dequantize, quantize
+from aiqn.methods.cqf.objective import (bits_per_dim_from_nats, discriminator_loss, frozen, gradient_penalty,
+                                        sonderby_generator_loss)
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("loss", "coverage", "bpd", "kl", "logdet", "adversarial", "d_loss", "gradient_penalty")
-LOG_HEADER = "step," + ",".join(LOG_COLUMNS) + ",seconds\n"
-
-
-# ----------------------------------------------------------------------------------------------
-# Objectives
-# ----------------------------------------------------------------------------------------------
-
-
-def sonderby_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 7: -E[log D(G(z)) / (1 - D(G(z)))] = -mean of the discriminator logits (B,) on generated images."""
-    return -fake_logits.mean()
-
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """-E[log D(real)] - E[log(1 - D(fake))] from logits (B,): softplus(-l_real) + softplus(l_fake)."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-
-
-def gradient_penalty(discriminator: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     alpha: torch.Tensor) -> torch.Tensor:
-    """E[(|grad_x l(x^)|_2 - 1)^2] at x^ = alpha * real + (1 - alpha) * fake (Gulrajani et al. 2017),
-    alpha (B,); real and fake are treated as constants. The result keeps the graph (double backward)."""
-    a = alpha.to(real).view(-1, *([1] * (real.dim() - 1)))
-    x = (a * real.detach() + (1.0 - a) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
-    norm = grad.flatten(1).pow(2).sum(1).add(1e-12).sqrt()  # (B,); the epsilon keeps d norm finite at 0
-    return (norm - 1.0).pow(2).mean()
-
-
-def bits_per_dim_from_nats(nats_per_image: float | torch.Tensor, dims: int) -> float | torch.Tensor:
-    """-log P(x) in nats per image -> bits per dimension of the 0..levels-1 data."""
-    return nats_to_bits_per_dim(nats_per_image / dims)
-
-
-@contextlib.contextmanager
-def frozen(*modules: torch.nn.Module | None):
-    """Parameters of `modules` excluded from the graph built inside (no gradients reach them)."""
-    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+KIND = "cqf"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,7 +87,7 @@ def frozen(*modules: torch.nn.Module | None):
 
 
 @dataclass
-class CQFTrainConfig:
+class CQFTrainConfig(TrainBase):
     """How a CQF variant is trained; stored in every checkpoint as `ckpt["train_config"]`."""
 
     variant: str = "cqf"  # gan | vae | cq | cqf (Table 1)
@@ -160,18 +112,106 @@ class CQFTrainConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.adversarial_noise and self.variant == "gan":
             raise ValueError("adversarial_noise needs a decoder noise level: not with variant 'gan'")
-        if self.d_steps < 1 or self.batch_size < 1 or self.steps < 1:
-            raise ValueError("need steps, batch_size and d_steps >= 1")
+        if self.d_steps < 1:
+            raise ValueError(f"d_steps must be >= 1, got {self.d_steps}")
         if self.adversarial_weight < 0 or self.gp_coefficient < 0:
             raise ValueError("adversarial_weight and gp_coefficient must be >= 0")
-        steps = sorted(set(self.checkpoint_steps) | {self.steps})
-        if steps[0] < 1 or steps[-1] > self.steps:
-            raise ValueError(f"checkpoint_steps must lie in [1, steps={self.steps}]")
-        self.checkpoint_steps = steps
+        super().__post_init__()
 
 
-def _adamax(params, tcfg: CQFTrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adamax(params, lr=tcfg.lr, betas=(tcfg.adamax_beta1, tcfg.adamax_beta2))
+class CQFTrainer(Trainer):
+    """One CQF variant: the generative model, its EMA copy and Adamax; the discriminator and its Adamax
+    when the variant has the quality loss. Per step: `d_steps` discriminator updates (each draws a real
+    batch: indices (B,), dequantisation u (B, C, H, W); latents z (B, d) [, decoder noise (B, C, H, W)];
+    alpha (B,)), then one generator update (coverage: indices, u, eps (B, d); quality: the last
+    discriminator step's generated batch)."""
+
+    columns, with_lr, what = LOG_COLUMNS, False, "a CQF loss is not finite:"
+
+    def __init__(self, config: CQFConfig, train_config: CQFTrainConfig, images: np.ndarray,
+                 generator: torch.Generator, device: str):
+        self.config, self.train_config, self.generator, self.device = config, train_config, generator, device
+        t = train_config
+        self.coverage_on, self.quality_on, _ = VARIANTS[t.variant]
+        self.model, self.disc = build_cqf(config, t.variant)
+        self.ema, _ = build_cqf(config, t.variant)
+        ema_copy(self.model.to(device), self.ema.to(device))
+        betas = (t.adamax_beta1, t.adamax_beta2)
+        self.opt_g = make_optimizer(self.model.parameters(), "adamax", t.lr, betas)
+        self.opt_d = None
+        if self.disc is not None:
+            self.disc.to(device)
+            self.opt_d = make_optimizer(self.disc.parameters(), "adamax", t.lr, betas)
+        self.states = {"model": self.model, "ema": self.ema, "discriminator": self.disc, "optimizer": self.opt_g,
+                       "discriminator_optimizer": self.opt_d}
+        self.emas = [(self.model, self.ema)]
+        self.optimizers = [self.opt_g] + ([self.opt_d] if self.opt_d is not None else [])
+        on = self.coverage_on
+        self.present = [True, on, on, on, on, self.quality_on, self.quality_on, self.quality_on]
+        self.desc = f"train {t.variant}"
+        self.data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
+        self.shape = (t.batch_size, config.channels, config.height, config.width)
+        self.nan = torch.tensor(float("nan"), device=device)
+
+    def record(self, step: int) -> dict:
+        return {"variant": self.train_config.variant}
+
+    def _real(self) -> torch.Tensor:
+        index = torch.randint(len(self.data), (self.shape[0],), generator=self.generator)  # (B,)
+        u = torch.rand(self.shape, generator=self.generator)  # (B, C, H, W)
+        return dequantize(self.data[index].to(self.device), u.to(self.device), self.config.levels)
+
+    def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = self.generator
+        z = torch.randn((self.shape[0], self.config.latent_dim), generator=g).to(self.device)  # (B, d)
+        n = torch.randn(self.shape, generator=g).to(self.device) if self.train_config.adversarial_noise else None
+        return z, n
+
+    def step(self) -> torch.Tensor:
+        t, g, B, device, nan = self.train_config, self.generator, self.shape[0], self.device, self.nan
+        model, disc = self.model, self.disc
+        d_loss = gp = nan
+        fake = None
+        if self.quality_on:
+            for k in range(t.d_steps):
+                real = self._real()
+                z, n = self._latents()
+                alpha = torch.rand((B,), generator=g).to(device)
+                if k == t.d_steps - 1:  # shared with the generator update: keep its graph
+                    with frozen(None if t.flow_adversarial else model.flow):
+                        fake = model.sample(z, n)
+                else:
+                    with torch.no_grad():
+                        fake = model.sample(z, n)
+                d_loss = discriminator_loss(disc(real), disc(fake.detach()))
+                gp = gradient_penalty(disc, real, fake, alpha)
+                self.opt_d.zero_grad(set_to_none=True)
+                (d_loss + t.gp_coefficient * gp).backward()
+                self.opt_d.step()
+
+        loss = torch.zeros((), device=device)
+        cov = {key: nan for key in ("nll", "kl", "logdet")}
+        adversarial = nan
+        if self.coverage_on:
+            index = torch.randint(len(self.data), (B,), generator=g)  # (B,)
+            u = torch.rand(self.shape, generator=g)  # (B, C, H, W)
+            eps = torch.randn((B, self.config.latent_dim), generator=g)  # (B, d)
+            out = model.coverage(self.data[index].to(device), u.to(device), eps.to(device))
+            cov = {key: out[key].mean() for key in cov}
+            loss = loss + cov["nll"]
+        if self.quality_on:
+            with frozen(disc):  # the updated discriminator judges the last generated batch
+                adversarial = sonderby_generator_loss(disc(fake))
+            loss = loss + t.adversarial_weight * adversarial
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return torch.stack([loss, cov["nll"], bits_per_dim_from_nats(cov["nll"], self.config.dims), cov["kl"],
+                            cov["logdet"], adversarial, d_loss, gp]).detach()  # (8,)
+
+    def shown(self, last: list[float]) -> dict[str, float]:
+        names = ("loss", "bpd", "adversarial", "d_loss", "gradient_penalty")
+        return {name: last[self.columns.index(name)] for name in names}
 
 
 def train_cqf(
@@ -183,145 +223,18 @@ def train_cqf(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict[int, Path]:
-    """Train one variant (`train_config.variant`) on uint8 `images` (N, C, H, W) in 0..levels-1.
+    """Train one variant (`train_config.variant`) on uint8 `images` (N, C, H, W) in 0..levels-1 (`fit`).
 
     Checkpoints go to `run_dir` (with `config.json` and `train_log.csv`); the run resumes from the
     newest checkpoint written under the same configs. `stop_after` ends the run after that step
     (to simulate an interruption). Returns {step: path} of the checkpoints that exist for this config.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg, tcfg = model_config, train_config
-    expected = (cfg.channels, cfg.height, cfg.width)
-    if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images have shape {tuple(images.shape[1:])}, the config expects {expected}")
-    if int(np.max(images)) >= cfg.levels:
-        raise ValueError(f"images hold levels up to {int(np.max(images))}, the config has levels={cfg.levels}")
-    coverage_on, quality_on, _ = VARIANTS[tcfg.variant]
-    digest = config_digest("cqf", cfg, tcfg)
-    (run_dir / "config.json").write_text(
-        json.dumps({"model": asdict(cfg), "train": asdict(tcfg), "digest": digest}, indent=2))
-
-    set_seed(tcfg.seed)
-    model, disc = build_cqf(cfg, tcfg.variant)
-    ema, _ = build_cqf(cfg, tcfg.variant)
-    model.to(device)
-    ema.to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    opt_g = _adamax(model.parameters(), tcfg)
-    opt_d = None
-    if disc is not None:
-        disc.to(device)
-        opt_d = _adamax(disc.parameters(), tcfg)
-    generator = torch.Generator().manual_seed(tcfg.seed)
-
-    start = 0
-    log_path = run_dir / "train_log.csv"
-    ckpt = resume_or_start(run_dir, digest, log_path, LOG_HEADER, generator, device)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt_g.load_state_dict(ckpt["optimizer"])
-        if disc is not None:
-            disc.load_state_dict(ckpt["discriminator"])
-            opt_d.load_state_dict(ckpt["discriminator_optimizer"])
-        start = ckpt["step"]
-
-    data = torch.from_numpy(np.asarray(images))  # uint8 (N, C, H, W), stays on the CPU
-    B, d, shape = tcfg.batch_size, cfg.latent_dim, (tcfg.batch_size, *expected)
-    noise_on = tcfg.adversarial_noise
-
-    def draw_real() -> torch.Tensor:
-        index = torch.randint(len(data), (B,), generator=generator)  # (B,)
-        u = torch.rand(shape, generator=generator)  # (B, C, H, W)
-        return dequantize(data[index].to(device), u.to(device), cfg.levels)
-
-    def draw_latents() -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn((B, d), generator=generator).to(device)  # (B, d)
-        n = torch.randn(shape, generator=generator).to(device) if noise_on else None  # (B, C, H, W)
-        return z, n
-
-    end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
-    report_every = max(1, tcfg.steps // 20)
-    present = [True, coverage_on, coverage_on, coverage_on, coverage_on, quality_on, quality_on, quality_on]
-    losses = BufferedLossLog(log_path, present, with_lr=False, what="a CQF loss is not finite:")
-    nan = torch.tensor(float("nan"), device=device)
-    model.train()
-    began = time.time()
-    bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc=f"train {tcfg.variant}",
-               disable=not progress, mininterval=2.0)
-    try:
-        for step in bar:
-            d_loss = gp = nan
-            fake = None
-            if quality_on:
-                for k in range(tcfg.d_steps):
-                    real = draw_real()
-                    z, n = draw_latents()
-                    alpha = torch.rand((B,), generator=generator).to(device)
-                    if k == tcfg.d_steps - 1:  # shared with the generator update: keep its graph
-                        with frozen(None if tcfg.flow_adversarial else model.flow):
-                            fake = model.sample(z, n)
-                    else:
-                        with torch.no_grad():
-                            fake = model.sample(z, n)
-                    d_loss = discriminator_loss(disc(real), disc(fake.detach()))
-                    gp = gradient_penalty(disc, real, fake, alpha)
-                    opt_d.zero_grad(set_to_none=True)
-                    (d_loss + tcfg.gp_coefficient * gp).backward()
-                    opt_d.step()
-
-            loss = torch.zeros((), device=device)
-            cov = {key: nan for key in ("nll", "kl", "logdet")}
-            adversarial = nan
-            if coverage_on:
-                index = torch.randint(len(data), (B,), generator=generator)  # (B,)
-                u = torch.rand(shape, generator=generator)  # (B, C, H, W)
-                eps = torch.randn((B, d), generator=generator)  # (B, d)
-                out = model.coverage(data[index].to(device), u.to(device), eps.to(device))
-                cov = {key: out[key].mean() for key in cov}
-                loss = loss + cov["nll"]
-            if quality_on:
-                with frozen(disc):  # the updated discriminator judges the last generated batch
-                    adversarial = sonderby_generator_loss(disc(fake))
-                loss = loss + tcfg.adversarial_weight * adversarial
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            update_ema(ema, model, tcfg.ema_rate)
-
-            done = step + 1
-            row = torch.stack([loss, cov["nll"], bits_per_dim_from_nats(cov["nll"], cfg.dims), cov["kl"],
-                               cov["logdet"], adversarial, d_loss, gp]).detach()
-            losses.add(done, row, time.time() - began)
-            report = done % 50 == 0 or done % report_every == 0
-            if report or done in tcfg.checkpoint_steps or done == end:
-                last = losses.flush()
-            if report:
-                bar.set_postfix({"loss": f"{last[0]:.2f}", "d": f"{last[6]:.3f}"})
-                if done % report_every == 0:
-                    rate = (done - start) / (time.time() - began)
-                    log.info("%s step %d/%d  loss %.3f  bpd %.3f  adv %.3f  d %.3f  gp %.4f  %.1f steps/s",
-                             tcfg.variant, done, tcfg.steps, last[0], last[2], last[5], last[6], last[7], rate)
-            if done in tcfg.checkpoint_steps:
-                _save_checkpoint(run_dir / checkpoint_name(done), done, cfg, tcfg, digest, model, ema, disc,
-                                 opt_g, opt_d, generator)
-    finally:
-        losses.close()
-        bar.close()
-    return {s: run_dir / checkpoint_name(s) for s in tcfg.checkpoint_steps if (run_dir / checkpoint_name(s)).exists()}
-
-
-def _save_checkpoint(path: Path, step: int, config: CQFConfig, train_config: CQFTrainConfig, digest: str,
-                     model: CQFModel, ema: CQFModel, disc: Discriminator | None, opt_g: torch.optim.Optimizer,
-                     opt_d: torch.optim.Optimizer | None, generator: torch.Generator) -> None:
-    """Everything an exact resume needs (discriminator entries are None for the `vae` variant)."""
-    save_checkpoint(path, "cqf", step, config, train_config, digest, generator,
-                    variant=train_config.variant, model=model.state_dict(), ema=ema.state_dict(),
-                    discriminator=disc.state_dict() if disc is not None else None,
-                    optimizer=opt_g.state_dict(),
-                    discriminator_optimizer=opt_d.state_dict() if opt_d is not None else None)
+    check_shape(images, model_config)
+    if int(np.max(images)) >= model_config.levels:
+        raise ValueError(f"images hold levels up to {int(np.max(images))}, the config has levels={model_config.levels}")
+    return fit(Run(KIND, model_config, train_config, Path(run_dir)),
+               lambda generator: CQFTrainer(model_config, train_config, images, generator, device),
+               device=device, stop_after=stop_after, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------

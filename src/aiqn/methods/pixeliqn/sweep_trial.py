@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aiqn.sweep import COLUMNS, promote, rank, train_overrides
+from aiqn.methods.pixeliqn.sweep import COLUMNS, promote, rank, train_overrides
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def run_trial(
 ) -> dict:
     """Train `row` to budgets[rung], sample, score with `score(images) -> metrics list`; return
     the trial's result record (status ok / diverged / failed, the metric value, the cost)."""
-    from aiqn.sampling import generate
-    from aiqn.training import NonFiniteLoss, TrainConfig, model_from_checkpoint, train
+    from aiqn.nets.sampling import generate
+    from aiqn.core.loss_log import NonFiniteLoss
+    from aiqn.methods.pixeliqn.train import TrainConfig, train
+    from aiqn.nets import model_from_checkpoint
 
     budget, previous = budgets[rung], (budgets[rung - 1] if rung else 0)
     fields = {**base_train, **train_overrides(row, sweep_steps), "steps": sweep_steps, "checkpoint_steps": budgets}

@@ -27,12 +27,13 @@ def _wildcards(text: str) -> dict:
 
 
 def cmd_train_agave(args) -> None:
-    from aiqn.agave_training import AgaveTrainConfig, train_agave
-    from aiqn.cli import publish_final, resolve_device
+    from aiqn.methods.agave.train import AgaveTrainConfig, train_agave
+    from aiqn.core.publish import publish_final
+    from aiqn.core.device import resolve_device
     from aiqn.data import get_dataset, load_split
-    from aiqn.models.agave import AgaveConfig
-    from aiqn.training import load_checkpoint
-    from aiqn.utils import file_record
+    from aiqn.methods.agave.model import AgaveConfig
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.core.io import file_record
 
     spec = get_dataset(args.dataset)
     config = AgaveConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
@@ -76,13 +77,15 @@ def agave_metric_entries(result: dict, dataset: str) -> list[dict]:
 
 
 def cmd_evaluate_agave(args) -> None:
-    from aiqn.agave_training import evaluate_agave
-    from aiqn.cli import resolve_device
+    from aiqn.methods.agave.train import evaluate_agave
+    from aiqn.core.device import resolve_device
     from aiqn.data import load_split
-    from aiqn.evaluation import bits_per_dim
-    from aiqn.report.provenance import dataset_record, environment, git_state, not_applicable
-    from aiqn.training import load_checkpoint, model_from_checkpoint
-    from aiqn.utils import file_record, write_json
+    from aiqn.nets.likelihood import bits_per_dim
+    from aiqn.report.provenance import dataset_record, git_state, not_applicable
+    from aiqn.core.environment import environment
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.core.io import file_record, write_json
 
     device = resolve_device(args.device)
     images, labels = load_split(args.test)
@@ -132,13 +135,13 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def cmd_agave_figures(args) -> None:
-    from aiqn.agave_training import generate_agave
-    from aiqn.cli import resolve_device
+    from aiqn.methods.agave.train import generate_agave
+    from aiqn.core.device import resolve_device
     from aiqn.data import get_dataset
-    from aiqn.report.agave_figures import plot_conditional_samples, plot_kl_ablation, plot_lambda_sweep
-    from aiqn.report.provenance import environment
-    from aiqn.training import load_checkpoint
-    from aiqn.utils import file_record, read_json, save_npz_atomic, write_json
+    from aiqn.methods.agave.figures import plot_conditional_samples, plot_kl_ablation, plot_lambda_sweep
+    from aiqn.core.environment import environment
+    from aiqn.core.checkpoint import load_checkpoint
+    from aiqn.core.io import file_record, read_json, save_npz_atomic, write_json
 
     spec = get_dataset(args.dataset)
     device = resolve_device(args.device)

@@ -5,8 +5,8 @@ The network sees images in [-1, 1] (`to_unit`). PixelIQN's sample point tau in [
 is rescaled to [-1, 1] and enters every block like location-dependent conditioning (a 1x1
 convolution added before the gate), exactly as the paper's appendix describes.
 
-NOTE: the model is only the network; losses are in `aiqn.objectives`, samplers in
-`aiqn.sampling`.
+NOTE: the model is only the network; losses are in `aiqn.nets.objectives`, samplers in
+`aiqn.nets.sampling`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aiqn.models.heads import CategoricalHead, QuantileHead
-from aiqn.models.layers import GatedBlock, colour_masked_1x1, group_ids
+from aiqn.nets.heads import CategoricalHead, QuantileHead
+from aiqn.nets.layers import GatedBlock, colour_masked_1x1, group_ids
 
 HEADS = ("categorical", "quantile")
 
@@ -39,9 +39,9 @@ class PixelCNNConfig:
     output_planes: int = 128
     num_classes: int = 0  # > 0: class-conditional (one-hot into every block)
     cond_channels: int = 0  # > 0: location-dependent conditioning map (B, S, H, W)
-    gated: bool = True  # False: the original PixelCNN (aiqn.models.plain_pixelcnn), categorical, unconditional
+    gated: bool = True  # False: the original PixelCNN (aiqn.nets.plain_pixelcnn), categorical, unconditional
     first_filter_size: int = 7  # the plain PixelCNN's type-A input convolution (the paper's 7x7)
-    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.utils.digest_fields)
+    # added after checkpoints existed: out of the resume digest at their defaults (aiqn.core.io.digest_fields)
     LATER_FIELDS: ClassVar[tuple[str, ...]] = ("gated", "first_filter_size")
 
     def __post_init__(self):

@@ -1,6 +1,6 @@
 """Cached autoregressive sampling for the Gated PixelCNN (both heads, every conditioning mode).
 
-The naive sampler (`aiqn.sampling`) runs the whole network once per pixel-channel, so most of
+The naive sampler (`aiqn.nets.sampling`) runs the whole network once per pixel-channel, so most of
 its work recomputes features that did not change. Following Fast PixelCNN++ (Ramachandran et
 al. 2017, "Fast Generation for Convolutional Autoregressive Models"), this sampler computes each
 layer's output at a position once, from cached values of the layers below:
@@ -17,7 +17,7 @@ layer's output at a position once, from cached values of the layers below:
   naive sampler repeats its forward pass. Features of colour group g depend only on channels
   < g of the pixel, so after the last pass every cached value at (r, c) is final.
 
-It consumes exactly the draws of `aiqn.draws.draw_noise` (uniforms for the categorical head,
+It consumes exactly the draws of `aiqn.nets.draws.draw_noise` (uniforms for the categorical head,
 tau for the quantile head) and returns the same uint8 samples as the naive sampler (tested per
 layer and end to end). NOTE: the two samplers add the same numbers in a different order, so
 float32 results differ by rounding (~1e-6); a draw falling within that distance of a category
@@ -31,9 +31,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from aiqn.models import GatedPixelCNN, to_unit
-from aiqn.models.layers import GatedBlock, gate, group_ids
-from aiqn.draws import choose_level, keep_known, start_images
+from aiqn.nets import GatedPixelCNN, to_unit
+from aiqn.nets.layers import GatedBlock, gate, group_ids
+from aiqn.nets.draws import choose_level, keep_known, start_images
 
 
 def _masked_weight(conv) -> torch.Tensor:
@@ -191,7 +191,7 @@ class CachedSampler:
         known: torch.Tensor | None = None,
         known_mask: torch.Tensor | None = None,
     ) -> Iterator[tuple[tuple[int, int, int], torch.Tensor]]:
-        """Same interface and draws as `aiqn.sampling.sample_progressive`."""
+        """Same interface and draws as `aiqn.nets.sampling.sample_progressive`."""
         cfg = self.config
         state, device, dtype = self._conditioned_state(noise.shape[0], noise, class_labels, cond_map)
         noise = noise.to(device)
@@ -250,7 +250,7 @@ def _row(tensor: torch.Tensor | None, row: int) -> torch.Tensor | None:
 
 
 def sample_cached(model: GatedPixelCNN, noise: torch.Tensor, **conditioning) -> torch.Tensor:
-    """Drain the cached sampler: (B, C, H, W) uint8 on the CPU, same as `aiqn.sampling.sample`."""
+    """Drain the cached sampler: (B, C, H, W) uint8 on the CPU, same as `aiqn.nets.sampling.sample`."""
     images = None
     for _, images in CachedSampler(model).sample_progressive(noise, **conditioning):
         pass
