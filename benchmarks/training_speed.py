@@ -62,7 +62,7 @@ def run_variant(model_config: PixelCNNConfig, train_config: TrainConfig, images:
         ema.to(memory_format=torch.channels_last)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    optimizer = make_optimizer(model, train_config)
+    optimizer = make_optimizer(model.parameters(), train_config.optimizer, train_config.lr)
     train_model = wrap_for_training(model, train_config)
     train_model.train()
     batches = BatchSampler(images, None, train_config.batch_size, torch.Generator().manual_seed(0), device,

@@ -5,33 +5,20 @@
 #                                     without the auxiliary term (Figure 7)
 #   train_agave_baseline           -> results/agave/{dataset}/{baseline,plain}/...: a Gated PixelCNN of the decoder's
 #                                     size (baseline) and the original ungated PixelCNN of the same sizes (plain),
-#                                     trained by the `train` verb for the same steps (the matched baselines)
+#                                     trained by the PixelCNN method's `train` verb for the same steps (the matched
+#                                     baselines; pixelcnn_train_shell in rules/common.smk)
 #   evaluate_agave                 -> results/agave/{dataset}/metrics/{name}.json: bits/dim on the test split
 #                                     (eq. 7 bound; importance-sampled bound with K for the table's lambdas)
 #   agave_table1                   -> reports/tables/agave_table1.*, reports/provenance/agave_table1.json
 #   agave_figures                  -> reports/figures/{dataset}_agave_{lambda,samples,ablation}.png
 # Resumable state lives in state/agave/..., never a rule output (as rules/vae.smk).
+from collections import namedtuple
 
+check_method_datasets("agave")
+METHOD_TARGETS.append(lambda: method_report_targets("agave", "agave_table1",
+                                                    figures=("agave_lambda", "agave_samples", "agave_ablation")))
 
-def agave_section():
-    return config.get("agave", {})
-
-
-def agave_datasets():
-    return agave_section().get("datasets", [])
-
-
-def check_agave_config():
-    """Fail at parse time, naming the key, when agave.datasets names something params.yaml lacks."""
-    for name in agave_datasets():
-        if "_" in name:
-            raise ValueError(f"params.yaml: agave.datasets has {name!r}, a name with '_'; dataset names use "
-                             "letters, digits and '-' only")
-        if name not in config["datasets"]:
-            raise ValueError(f"params.yaml: agave.datasets lists {name!r} but datasets.{name} is missing")
-
-
-check_agave_config()
+AGAVE_LAMBDA = r"[0-9]+(\.[0-9]+)?"  # a lambda as lam_name writes it in file names
 
 
 def lam_name(value):
@@ -40,96 +27,71 @@ def lam_name(value):
 
 
 def agave_table_lambdas():
-    return [lam_name(v) for v in agave_section().get("table_lambdas", [])]
+    return [lam_name(v) for v in config["agave"]["table_lambdas"]]
 
 
 def agave_figure_lambdas():
-    return [lam_name(v) for v in agave_section().get("figure_lambdas", [])]
+    return [lam_name(v) for v in config["agave"]["figure_lambdas"]]
 
 
 def agave_samples_lambda():
-    return lam_name(agave_section()["samples"]["lambda"])
+    return lam_name(config["agave"]["samples"]["lambda"])
 
 
 def agave_ablation_lambda():
-    return lam_name(agave_section()["ablation"]["lambda"])
-
-
-def agave_train_section():
-    section = dict(agave_section()["train"])
-    section.setdefault("seed", config.get("seed", 0))
-    return section
-
-
-def agave_steps():
-    return agave_section().get("train", {}).get("steps", 0)
+    return lam_name(config["agave"]["ablation"]["lambda"])
 
 
 def agave_checkpoint(dataset, run):
-    """The published final checkpoint of a run: lambda{lam} or ablation (steps in the name)."""
-    steps = agave_section().get("ablation", {}).get("steps", 0) if run == "ablation" else agave_steps()
-    return f"results/agave/{dataset}/{run}/ckpt_{steps:07d}.pt"
+    """The published final checkpoint of a run: lambda{lam}, ablation or a matched baseline."""
+    steps = config["agave"]["ablation"]["steps"] if run == "ablation" else None  # None: agave.train.steps
+    return method_checkpoint("agave", dataset, run, steps)
 
 
-# The matched baselines of the table: run name -> whether its PixelCNN is gated.
-AGAVE_BASELINES = {"baseline": True, "plain": False}
-
-
-def agave_baseline_checkpoint(dataset, baseline="baseline"):
-    return f"results/agave/{dataset}/{baseline}/ckpt_{agave_steps():07d}.pt"
+# The matched baselines of the table: run name -> whether its PixelCNN is gated, its row name.
+AgaveBaseline = namedtuple("AgaveBaseline", "gated label")
+AGAVE_BASELINES = {
+    "baseline": AgaveBaseline(True, "Gated PixelCNN (matched baseline)"),
+    "plain": AgaveBaseline(False, "PixelCNN (matched baseline)"),
+}
 
 
 def agave_baseline_model(baseline):
     """A matched baseline: the AGAVE decoder's sizes, categorical head, no conditioning; the Gated
     PixelCNN (`baseline`) or the original PixelCNN of van den Oord et al. 2016a (`plain`)."""
-    arch = agave_section()["architecture"]
+    arch = config["agave"]["architecture"]
     keys = ("blocks", "filter_size", "planes", "output_planes")
     model = {"head": "categorical", **{key: arch[key] for key in keys}}
-    if not AGAVE_BASELINES[baseline]:
+    if not AGAVE_BASELINES[baseline].gated:
         model["gated"] = False
     return model
 
 
 def agave_baseline_train():
     """aiqn.methods.pixeliqn.train.TrainConfig of the baseline: AGAVE's steps, batch, EMA and seed, the baseline's optimizer."""
-    train = agave_train_section()
-    section = {key: train[key] for key in ("steps", "batch_size", "ema_rate", "seed") if key in train}
-    section.update(agave_section().get("baseline", {}))
+    train = method_train_section("agave")
+    section = {key: train[key] for key in ("steps", "batch_size", "ema_rate", "seed")}
+    section.update(config["agave"]["baseline"])
     section["checkpoint_steps"] = [train["steps"]]
     return section
 
 
-def agave_metric_name(run):
-    return run if run in AGAVE_BASELINES else f"lambda{run}"
-
-
-def agave_targets():
-    """The AGAVE report files for `rule all` (none when agave.datasets is empty)."""
-    if not agave_datasets():
-        return []
-    targets = [f"reports/tables/agave_table1.{ext}" for ext in ("csv", "md", "tex")]
-    targets.append("reports/provenance/agave_table1.json")
-    for dataset in agave_datasets():
-        targets += [f"reports/figures/{dataset}_agave_{kind}.png" for kind in ("lambda", "samples", "ablation")]
-    return targets
-
-
 wildcard_constraints:
-    lam=r"[0-9]+(\.[0-9]+)?",
+    lam=AGAVE_LAMBDA,
 
 
 rule train_agave:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=f"results/agave/{{dataset}}/lambda{{lam}}/ckpt_{agave_steps():07d}.pt",
+        checkpoint=agave_checkpoint("{dataset}", "lambda{lam}"),
         log_csv="results/agave/{dataset}/lambda{lam}/train_log.csv",
         config="results/agave/{dataset}/lambda{lam}/config.json",
         record="results/agave/{dataset}/lambda{lam}/train.json",
     params:
-        architecture=as_json(agave_section().get("architecture", {})),
-        train_config=lambda w: as_json({**agave_train_section(), "kl_weight": float(w.lam)}),
-        device=config.get("device", "auto"),
+        architecture=as_json(config["agave"]["architecture"]),
+        train_config=lambda w: as_json({**method_train_section("agave"), "kl_weight": float(w.lam)}),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -157,11 +119,11 @@ rule train_agave_ablation:
         config="results/agave/{dataset}/ablation/config.json",
         record="results/agave/{dataset}/ablation/train.json",
     params:
-        architecture=as_json(agave_section().get("architecture", {})),
-        train_config=lambda w: as_json({**agave_train_section(), "use_aux": False, "checkpoint_steps": [],
-                                        "steps": agave_section()["ablation"]["steps"],
-                                        "kl_weight": float(agave_section()["ablation"].get("kl_weight", 1.0))}),
-        device=config.get("device", "auto"),
+        architecture=as_json(config["agave"]["architecture"]),
+        train_config=lambda w: as_json({**method_train_section("agave"), "use_aux": False, "checkpoint_steps": [],
+                                        "steps": config["agave"]["ablation"]["steps"],
+                                        "kl_weight": float(config["agave"]["ablation"]["kl_weight"])}),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -177,22 +139,22 @@ rule train_agave_ablation:
         " --no-progress > {log} 2>&1"
 
 
-# The matched baselines: the pipeline's `train` verb (aiqn.methods.pixeliqn.train.train) on a Gated PixelCNN of the
-# AGAVE decoder's size (baseline) and on the original PixelCNN of the same sizes (plain), for AGAVE's
-# steps, batch size and EMA (the pipeline's own `pixelcnn` is tuned for FID and overfits in bits/dim).
+# The matched baselines: the PixelCNN method's `train` verb (pixelcnn_train_shell, rules/common.smk) on a Gated
+# PixelCNN of the AGAVE decoder's size (baseline) and on the original PixelCNN of the same sizes (plain), for
+# AGAVE's steps, batch size and EMA (the pipeline's own `pixelcnn` is tuned for FID and overfits in bits/dim).
 rule train_agave_baseline:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=agave_baseline_checkpoint("{dataset}", "{baseline}"),
+        checkpoint=agave_checkpoint("{dataset}", "{baseline}"),
         log_csv="results/agave/{dataset}/{baseline}/train_log.csv",
         config="results/agave/{dataset}/{baseline}/config.json",
     wildcard_constraints:
         baseline="|".join(AGAVE_BASELINES),
     params:
         model_config=lambda w: as_json(agave_baseline_model(w.baseline)),
-        train_config=as_json(agave_baseline_train()) if agave_datasets() else "{}",
-        device=config.get("device", "auto"),
+        train_config=as_json(agave_baseline_train()),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -201,49 +163,38 @@ rule train_agave_baseline:
     benchmark:
         "logs/agave/bench/train_{dataset}_{baseline}.tsv"
     shell:
-        "{PYTHON} --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
-        " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-        " --state-dir state/agave/{wildcards.dataset}/{wildcards.baseline}"
-        " --out-dir results/agave/{wildcards.dataset}/{wildcards.baseline}"
-        " --device {params.device} --no-progress > {log} 2>&1"
+        pixelcnn_train_shell("agave/{wildcards.dataset}/{wildcards.baseline}")
 
 
 def agave_eval_k(name):
     """K of the importance-sampled bound: agave.evaluation.importance_k for the table's lambdas, else 0."""
     if name.startswith("lambda") and name[len("lambda"):] in agave_table_lambdas():
-        return agave_section()["evaluation"]["importance_k"]
+        return config["agave"]["evaluation"]["importance_k"]
     return 0
-
-
-def agave_eval_checkpoint(dataset, name):
-    return agave_baseline_checkpoint(dataset, name) if name in AGAVE_BASELINES else agave_checkpoint(dataset, name)
-
-
-AGAVE_BASELINE_LABELS = {"baseline": "Gated PixelCNN (matched baseline)", "plain": "PixelCNN (matched baseline)"}
 
 
 def agave_model_label(name):
     """The row name of a metrics file in the table and figures."""
-    return AGAVE_BASELINE_LABELS.get(name, f"AGAVE (lambda={name[len('lambda'):]})")
+    return AGAVE_BASELINES[name].label if name in AGAVE_BASELINES else f"AGAVE (lambda={name[len('lambda'):]})"
 
 
 rule evaluate_agave:
     input:
-        checkpoint=lambda w: agave_eval_checkpoint(w.dataset, w.name),
+        checkpoint=lambda w: agave_checkpoint(w.dataset, w.name),
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
         "results/agave/{dataset}/metrics/{name}.json",
     wildcard_constraints:
-        name=r"baseline|plain|lambda[0-9]+(\.[0-9]+)?",
+        name="|".join(AGAVE_BASELINES) + f"|lambda{AGAVE_LAMBDA}",
     params:
         model=lambda w: agave_model_label(w.name),
         k=lambda w: agave_eval_k(w.name),
-        elbo_samples=agave_section().get("evaluation", {}).get("elbo_samples", 1),
-        seed=agave_section().get("evaluation", {}).get("seed", 0),
-        batch_size=agave_section().get("evaluation", {}).get("batch_size", 100),
-        k_batch=agave_section().get("evaluation", {}).get("k_batch", 50),
-        device=config.get("device", "auto"),
+        elbo_samples=config["agave"]["evaluation"]["elbo_samples"],
+        seed=config["agave"]["evaluation"]["seed"],
+        batch_size=config["agave"]["evaluation"]["batch_size"],
+        k_batch=config["agave"]["evaluation"]["k_batch"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -261,7 +212,7 @@ rule evaluate_agave:
 
 rule agave_table1:
     input:
-        metrics=[f"results/agave/{dataset}/metrics/{name}.json" for dataset in agave_datasets()
+        metrics=[f"results/agave/{dataset}/metrics/{name}.json" for dataset in method_datasets("agave")
                  for name in [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in agave_table_lambdas()]],
         paper="paper/agave_table1.csv",
     output:
@@ -287,9 +238,7 @@ rule agave_table1:
     benchmark:
         "logs/agave/bench/table.tsv"
     shell:
-        "{PYTHON} --threads {threads} table --name agave_table1 --title {params.title:q} --caption {params.caption:q}"
-        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
-        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+        method_table_shell("agave_table1")
 
 
 rule agave_figures:
@@ -312,11 +261,11 @@ rule agave_figures:
     params:
         metrics=lambda w: " ".join(f"{lam}=results/agave/{w.dataset}/metrics/lambda{lam}.json"
                                    for lam in agave_figure_lambdas()),
-        n_latents=agave_section().get("samples", {}).get("n_latents", 8),
-        per_latent=agave_section().get("samples", {}).get("per_latent", 6),
-        seed=agave_section().get("samples", {}).get("seed", 1),
-        method=config["sampling"].get("method", "cached"),
-        device=config.get("device", "auto"),
+        n_latents=config["agave"]["samples"]["n_latents"],
+        per_latent=config["agave"]["samples"]["per_latent"],
+        seed=config["agave"]["samples"]["seed"],
+        method=config["sampling"]["method"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,

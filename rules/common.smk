@@ -15,7 +15,7 @@ INCEPTION_WEIGHTS = "data/raw/inception/weights-inception-2015-12-05-6726825d.pt
 
 def models_for(dataset):
     """The models run on a dataset: run.models_per_dataset[dataset], else run.models."""
-    return config["run"].get("models_per_dataset", {}).get(dataset, config["run"]["models"])
+    return config["run"]["models_per_dataset"].get(dataset, config["run"]["models"])
 
 
 def run_pairs():
@@ -47,7 +47,7 @@ def base_model(model):
 def model_entry(dataset, model):
     """A model's definition on one dataset: its sections with dataset_overrides[dataset] merged in."""
     entry = model_definition(model)
-    override = entry.get("dataset_overrides", {}).get(dataset, {})
+    override = entry["dataset_overrides"].get(dataset, {})
     return _merged({k: v for k, v in entry.items() if k != "dataset_overrides"}, override)
 
 
@@ -62,7 +62,7 @@ def check_run_config():
                              "names with '_', so dataset names use letters, digits and '-' only")
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
-    for name in config["run"].get("models_per_dataset", {}):  # a dataset outside this run is allowed (profiles)
+    for name in config["run"]["models_per_dataset"]:  # a dataset outside this run is allowed (profiles)
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which datasets does not define")
     schema = yaml.safe_load(open(workflow.source_path("../schemas/params.schema.yaml")))
@@ -92,10 +92,15 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def train_section(dataset, model):
-    section = dict(model_entry(dataset, model)["train"])
-    section.setdefault("seed", config.get("seed", 0))
+def _with_run_seed(train):
+    """A copy of a train section, with the top-level seed where it sets none."""
+    section = dict(train)
+    section.setdefault("seed", config["seed"])
     return section
+
+
+def train_section(dataset, model):
+    return _with_run_seed(model_entry(dataset, model)["train"])
 
 
 def checkpoint_steps(dataset, model):
@@ -115,21 +120,21 @@ def model_config_json(dataset, model):
 
 
 def class_conditional(dataset, model):
-    return bool(model_entry(dataset, model).get("class_conditional", False))
+    return bool(model_entry(dataset, model)["class_conditional"])
 
 
 def uses_gpu():
     """Whether jobs that run models may run on CUDA (device auto or cuda)."""
-    return config.get("device", "auto") != "cpu"
+    return config["device"] != "cpu"
 
 
 def training_gpus(dataset, model):
     """GPUs one training job takes (the `gpu` resource); 0 on device cpu."""
-    return model_entry(dataset, model).get("gpus", 1) if uses_gpu() else 0
+    return model_entry(dataset, model)["gpus"] if uses_gpu() else 0
 
 
 def extractor_kind():
-    return config["evaluation"].get("extractor", "classifier")
+    return config["evaluation"]["extractor"]
 
 
 def extractor_name(dataset):
@@ -149,8 +154,14 @@ def reference_path(dataset):
     return f"results/reference/{dataset}/{extractor_name(dataset)}_{n}.npz"
 
 
+def real_data_metrics(dataset):
+    """evaluate_real's score of the test split (rules/evaluate.smk): the floor row of every table,
+    Table 1's and the other methods' (rules/vae.smk, rules/cqf.smk)."""
+    return f"results/metrics/{dataset}/real_test.json"
+
+
 def metric_files(dataset):
-    files = [f"results/metrics/{dataset}/real_test.json"]
+    files = [real_data_metrics(dataset)]
     for model in models_for(dataset):
         files += expand("results/metrics/{dataset}/{model}/{step}.json", dataset=dataset, model=model,
                         step=checkpoint_steps(dataset, model))
@@ -168,9 +179,83 @@ def all_reports():
                     if model_entry(dataset, m)["head"] == "quantile"]
         targets += [f"reports/figures/{dataset}_{m}_classes.png" for m in models_for(dataset)
                     if class_conditional(dataset, m)]
-    targets += [f"data/raw/{group}.dvc" for group in config.get("track_raw", [])]
+    targets += [f"data/raw/{group}.dvc" for group in config["track_raw"]]
     targets += sweep_targets()
-    targets += vae_targets()  # rules/vae.smk
-    targets += agave_targets()  # rules/agave.smk
-    targets += cqf_targets()  # rules/cqf.smk
+    for method_targets in METHOD_TARGETS:
+        targets += method_targets()
     return targets
+
+
+# The methods of other papers: rules/vae.smk, rules/agave.smk, rules/cqf.smk (docs/adding-a-method.md).
+# Each reads one top-level params section (vae, agave, cqf; the schema fills in its defaults) and
+# keeps its files under results/<section>/, state/<section>/ and logs/<section>/. What they take
+# from the AIQN rules, besides prepare_data's splits and the feature extractor:
+#   vae, cqf  real_data_metrics(): evaluate_real's score of the test split, their tables' floor row;
+#             they score samples with the shared `evaluate` verb, as evaluate_checkpoint does
+#   agave     pixelcnn_train_shell(): its matched baselines are trained by the PixelCNN method's
+#             `train` verb (the one rules/train.smk runs)
+
+METHOD_TARGETS = []  # a method's rules file appends a function returning its files for `rule all`
+
+
+def method_datasets(section_name):
+    """The datasets a method runs on: <section>.datasets ([] = the method is off)."""
+    return config[section_name]["datasets"]
+
+
+def check_method_datasets(section_name):
+    """Fail at parse time, naming the key, when <section>.datasets names something params.yaml lacks."""
+    for name in method_datasets(section_name):
+        if "_" in name:
+            raise ValueError(f"params.yaml: {section_name}.datasets has {name!r}, a name with '_'; dataset names use "
+                             "letters, digits and '-' only")
+        if name not in config["datasets"]:
+            raise ValueError(f"params.yaml: {section_name}.datasets lists {name!r} but datasets.{name} is missing")
+
+
+def method_train_section(section_name):
+    """<section>.train, with the top-level seed where it sets none (as train_section for models)."""
+    return _with_run_seed(config[section_name]["train"])
+
+
+def method_checkpoint(section_name, dataset, run, steps=None):
+    """The final checkpoint a method's run publishes, results/<section>/<dataset>/<run>/ckpt_<steps>.pt
+    (steps: <section>.train.steps unless given; the file name carries the step, as train's do)."""
+    if steps is None:
+        steps = config[section_name]["train"]["steps"]
+    return f"results/{section_name}/{dataset}/{run}/ckpt_{steps:07d}.pt"
+
+
+def method_samples(section_name, dataset, name):
+    return f"results/{section_name}/{dataset}/samples/{name}.npz"
+
+
+def method_report_targets(section_name, table, figures):
+    """A method's report files for `rule all`: reports/tables/<table>.{csv,md,tex}, its provenance
+    record and reports/figures/<dataset>_<figure>.png per dataset; none when <section>.datasets is empty."""
+    datasets = method_datasets(section_name)
+    if not datasets:
+        return []
+    targets = [f"reports/tables/{table}.{ext}" for ext in ("csv", "md", "tex")] + [f"reports/provenance/{table}.json"]
+    for dataset in datasets:
+        targets += [f"reports/figures/{dataset}_{figure}.png" for figure in figures]
+    return targets
+
+
+def method_table_shell(table):
+    """The shared `table` verb as a method's table rule runs it (params title, caption, paper_heading;
+    input metrics, paper; output provenance)."""
+    return ("{PYTHON} --threads {threads} table --name " + table
+            + " --title {params.title:q} --caption {params.caption:q}"
+            " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
+            " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1")
+
+
+def pixelcnn_train_shell(run_dir):
+    """The PixelCNN method's `train` verb (aiqn.methods.pixeliqn; rules/train.smk) run by another method's
+    rule: params model_config (a PixelCNNConfig, JSON), train_config (a pixeliqn TrainConfig, JSON) and
+    device; state in state/<run_dir>, the checkpoints in results/<run_dir>."""
+    return ("{PYTHON} --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
+            " --model-config {params.model_config:q} --train-config {params.train_config:q}"
+            f" --state-dir state/{run_dir} --out-dir results/{run_dir}"
+            " --device {params.device} --no-progress > {log} 2>&1")

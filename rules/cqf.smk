@@ -13,74 +13,26 @@
 # Everything lives under results/cqf/, which no other rule's pattern matches.
 import shlex
 
-CQF_VARIANTS = ("gan", "vae", "cq", "cqf")  # aiqn.methods.cqf.model.VARIANTS, in the paper's order
+from aiqn.methods.cqf.verbs import VARIANTS as CQF_VARIANTS  # train-cqf --variant, in the paper's order
 
-
-def cqf_section():
-    return config.get("cqf", {})
-
-
-def cqf_datasets():
-    return cqf_section().get("datasets", [])
-
-
-def check_cqf_config():
-    """Fail at parse time, naming the key, when cqf.datasets names something params.yaml lacks."""
-    for name in cqf_datasets():
-        if "_" in name:
-            raise ValueError(f"params.yaml: cqf.datasets has {name!r}, a name with '_'; dataset names use "
-                             "letters, digits and '-' only")
-        if name not in config["datasets"]:
-            raise ValueError(f"params.yaml: cqf.datasets lists {name!r} but datasets.{name} is missing")
-
-
-check_cqf_config()
-
-
-def cqf_train_section():
-    section = dict(cqf_section().get("train", {}))
-    section.setdefault("seed", config.get("seed", 0))
-    return section
-
-
-def cqf_steps():
-    return cqf_train_section().get("steps", 2000)  # CQFTrainConfig's default
-
-
-def cqf_checkpoint(dataset, variant):
-    """The published final checkpoint of a variant (the file name carries the step)."""
-    return f"results/cqf/{dataset}/{variant}/ckpt_{cqf_steps():07d}.pt"
-
-
-def cqf_samples(dataset, variant):
-    return f"results/cqf/{dataset}/samples/{variant}.npz"
-
-
-def cqf_targets():
-    """The CQF report files for `rule all` (none when cqf.datasets is empty)."""
-    if not cqf_datasets():
-        return []
-    targets = [f"reports/tables/cqf_table1.{ext}" for ext in ("csv", "md", "tex")]
-    targets.append("reports/provenance/cqf_table1.json")
-    for dataset in cqf_datasets():
-        targets += [f"reports/figures/{dataset}_cqf_samples.png", f"reports/figures/{dataset}_cqf_curves.png"]
-    return targets
+check_method_datasets("cqf")
+METHOD_TARGETS.append(lambda: method_report_targets("cqf", "cqf_table1", figures=("cqf_samples", "cqf_curves")))
 
 
 rule train_cqf:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=cqf_checkpoint("{dataset}", "{variant}"),
+        checkpoint=method_checkpoint("cqf", "{dataset}", "{variant}"),
         log_csv="results/cqf/{dataset}/{variant}/train_log.csv",
         config="results/cqf/{dataset}/{variant}/config.json",
         record="results/cqf/{dataset}/{variant}/train.json",
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
-        architecture=as_json(cqf_section().get("architecture", {})),
-        train_config=as_json(cqf_train_section()),
-        device=config.get("device", "auto"),
+        architecture=as_json(config["cqf"]["architecture"]),
+        train_config=as_json(method_train_section("cqf")),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -98,20 +50,20 @@ rule train_cqf:
 
 rule sample_cqf:
     input:
-        checkpoint=lambda w: cqf_checkpoint(w.dataset, w.variant),
+        checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant),
     output:
-        samples=cqf_samples("{dataset}", "{variant}"),
-        meta=cqf_samples("{dataset}", "{variant}") + ".json",
+        samples=method_samples("cqf", "{dataset}", "{variant}"),
+        meta=method_samples("cqf", "{dataset}", "{variant}") + ".json",
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
         n=config["sampling"]["n_samples"],
-        seed=config["sampling"].get("seed", 1),
-        batch_size=config["sampling"].get("batch_size", 500),
+        seed=config["sampling"]["seed"],
+        batch_size=config["sampling"]["batch_size"],
         # the full density model's noise is off by default (and never for gan, which has none)
-        noise=lambda w: ("--decoder-noise" if cqf_section().get("sampling", {}).get("decoder_noise")
+        noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"]
                          and w.variant != "gan" else ""),
-        device=config.get("device", "auto"),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -124,13 +76,13 @@ rule sample_cqf:
         " --batch-size {params.batch_size} {params.noise} --device {params.device} --out {output.samples} > {log} 2>&1"
 
 
-# The PixelCNN's `evaluate` verb: the same FID / IS, labels and provenance record; for a CQF
+# The shared `evaluate` verb (as evaluate_checkpoint): the same FID / IS, labels and provenance record; for a CQF
 # checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
 rule evaluate_cqf:
     input:
         samples=rules.sample_cqf.output.samples,
         samples_meta=rules.sample_cqf.output.meta,
-        checkpoint=lambda w: cqf_checkpoint(w.dataset, w.variant),
+        checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
@@ -140,13 +92,13 @@ rule evaluate_cqf:
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
-        splits=config["evaluation"].get("is_splits", 10),
+        splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
-        batch_size=config["evaluation"].get("batch_size", 500),
-        importance_samples=cqf_section().get("evaluation", {}).get("importance_samples", 1),
-        bpd_seed=cqf_section().get("evaluation", {}).get("seed", 0),
-        device=config.get("device", "auto"),
+        batch_size=config["evaluation"]["batch_size"],
+        importance_samples=config["cqf"]["evaluation"]["importance_samples"],
+        bpd_seed=config["cqf"]["evaluation"]["seed"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -166,9 +118,9 @@ rule evaluate_cqf:
 
 rule cqf_table1:
     input:
-        metrics=[f"results/cqf/{dataset}/metrics/{variant}.json" for dataset in cqf_datasets()
+        metrics=[f"results/cqf/{dataset}/metrics/{variant}.json" for dataset in method_datasets("cqf")
                  for variant in CQF_VARIANTS]
-        + [f"results/metrics/{dataset}/real_test.json" for dataset in cqf_datasets()],
+        + [real_data_metrics(dataset) for dataset in method_datasets("cqf")],
         paper="paper/cqf_table1.csv",
     output:
         csv=report("reports/tables/cqf_table1.csv", caption="../report/cqf_table1.rst", category="CQF"),
@@ -191,16 +143,14 @@ rule cqf_table1:
     benchmark:
         "logs/cqf/bench/table.tsv"
     shell:
-        "{PYTHON} --threads {threads} table --name cqf_table1 --title {params.title:q} --caption {params.caption:q}"
-        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
-        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+        method_table_shell("cqf_table1")
 
 
 rule cqf_figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [cqf_samples(w.dataset, variant) for variant in CQF_VARIANTS],
-        samples_meta=lambda w: [cqf_samples(w.dataset, variant) + ".json" for variant in CQF_VARIANTS],
+        samples=lambda w: [method_samples("cqf", w.dataset, variant) for variant in CQF_VARIANTS],
+        samples_meta=lambda w: [method_samples("cqf", w.dataset, variant) + ".json" for variant in CQF_VARIANTS],
         train_logs=lambda w: [f"results/cqf/{w.dataset}/{variant}/{name}" for variant in CQF_VARIANTS
                               for name in ("train_log.csv", "config.json")],
     output:
@@ -210,11 +160,11 @@ rule cqf_figures:
         curves=report("reports/figures/{dataset}_cqf_curves.png", caption="../report/cqf_curves.rst",
                       category="CQF", subcategory="{dataset}"),
     params:
-        samples=lambda w: " ".join(shlex.quote(f"{variant}={cqf_samples(w.dataset, variant)}")
+        samples=lambda w: " ".join(shlex.quote(f"{variant}={method_samples('cqf', w.dataset, variant)}")
                                    for variant in CQF_VARIANTS),
         train_logs=lambda w: " ".join(f"{variant}=results/cqf/{w.dataset}/{variant}/train_log.csv"
                                       for variant in CQF_VARIANTS),
-        grid_n=config.get("report", {}).get("grid_n", 64),
+        grid_n=config["report"]["grid_n"],
     log:
         "logs/cqf/figures_{dataset}.log",
     benchmark:

@@ -11,10 +11,10 @@ rule reference_stats:
     output:
         "results/reference/{dataset}/{extractor}_{n}.npz",
     params:
-        seed=config["evaluation"].get("reference_seed", 0),
+        seed=config["evaluation"]["reference_seed"],
         kind=extractor_kind(),
-        batch_size=config["evaluation"].get("batch_size", 500),
-        device=config.get("device", "auto"),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
     wildcard_constraints:
         n=r"\d+",
     resources:
@@ -40,12 +40,12 @@ rule evaluate_checkpoint:
     output:
         "results/metrics/{dataset}/{model}/{step}.json",
     params:
-        splits=config["evaluation"].get("is_splits", 10),
+        splits=config["evaluation"]["is_splits"],
         final=lambda w: "--final" if w.step == final_step(w.dataset, w.model) else "",
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
-        batch_size=config["evaluation"].get("batch_size", 500),
-        device=config.get("device", "auto"),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -68,13 +68,13 @@ rule evaluate_real:
         reference=lambda w: reference_path(w.dataset),
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        "results/metrics/{dataset}/real_test.json",
+        real_data_metrics("{dataset}"),
     params:
-        splits=config["evaluation"].get("is_splits", 10),
+        splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
-        batch_size=config["evaluation"].get("batch_size", 500),
-        device=config.get("device", "auto"),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
     resources:
         gpu=1 if uses_gpu() else 0,
     log:

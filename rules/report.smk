@@ -40,7 +40,7 @@ rule figures:
         train_logs=lambda w: " ".join(
             f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in models_for(w.dataset)
         ),
-        grid_n=config.get("report", {}).get("grid_n", 64),
+        grid_n=config["report"]["grid_n"],
         variants=lambda w: " ".join(f"{m}={base_model(m)}" for m in models_for(w.dataset) if base_model(m) != m),
     log:
         "logs/report/figures_{dataset}.log",
@@ -61,7 +61,7 @@ rule class_grid:
         report("reports/figures/{dataset}_{model}_classes.png", caption="../report/class_grid.rst",
                category="Figures", subcategory="{dataset}"),
     params:
-        per_class=config.get("report", {}).get("class_grid_per_class", 10),
+        per_class=config["report"]["class_grid_per_class"],
     log:
         "logs/report/class_grid_{dataset}_{model}.log",
     shell:
@@ -81,12 +81,12 @@ rule inpainting:
     params:
         checkpoints=lambda w: " ".join(f"{m}=results/runs/{w.dataset}/{m}/ckpt_{final_step(w.dataset, m)}.pt"
                                        for m in models_for(w.dataset)),
-        n_images=config.get("inpainting", {}).get("n_images", 8),
-        completions=config.get("inpainting", {}).get("completions", 5),
-        known_rows=config.get("inpainting", {}).get("known_rows", 0.5),
-        seed=config.get("inpainting", {}).get("seed", 0),
-        method=config["sampling"].get("method", "cached"),
-        device=config.get("device", "auto"),
+        n_images=config["inpainting"]["n_images"],
+        completions=config["inpainting"]["completions"],
+        known_rows=config["inpainting"]["known_rows"],
+        seed=config["inpainting"]["seed"],
+        method=config["sampling"]["method"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -109,9 +109,9 @@ rule density:
         figure=report("reports/figures/{dataset}_{model}_density.png", caption="../report/density.rst",
                       category="Figures", subcategory="{dataset}"),
     params:
-        seed=config["sampling"].get("seed", 1),
-        method=config["sampling"].get("method", "cached"),
-        device=config.get("device", "auto"),
+        seed=config["sampling"]["seed"],
+        method=config["sampling"]["method"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,

@@ -11,10 +11,10 @@ rule sample:
         meta="results/samples/{dataset}/{model}/{step}.npz.json",
     params:
         n=config["sampling"]["n_samples"],
-        batch_size=config["sampling"].get("batch_size", 500),
-        seed=config["sampling"].get("seed", 1),
-        method=config["sampling"].get("method", "cached"),
-        device=config.get("device", "auto"),
+        batch_size=config["sampling"]["batch_size"],
+        seed=config["sampling"]["seed"],
+        method=config["sampling"]["method"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,

@@ -12,7 +12,7 @@ import os
 
 from aiqn.methods.pixeliqn.sweep import rung_budgets, survivors, trial_name
 
-SWEEP = config.get("sweep") or {}
+SWEEP = config["sweep"]
 
 
 wildcard_constraints:
@@ -22,7 +22,7 @@ wildcard_constraints:
 
 def sweep_on(dataset, model):
     """Whether the model's configuration on this dataset comes from a sweep."""
-    return dataset in SWEEP.get("datasets", []) and model in SWEEP.get("models", [])
+    return dataset in SWEEP["datasets"] and model in SWEEP["models"]
 
 
 def sweep_choice(dataset, model):
@@ -40,7 +40,7 @@ def sweep_pairs():
 
 def sweep_budgets():
     """Steps at the end of each rung (one rung: exhaustive)."""
-    return rung_budgets(SWEEP["steps"], SWEEP["n_configs"], SWEEP.get("eta", 1), SWEEP.get("min_steps", 1))
+    return rung_budgets(SWEEP["steps"], SWEEP["n_configs"], SWEEP["eta"], SWEEP["min_steps"])
 
 
 def rung_trials(dataset, model, rung):
@@ -86,7 +86,7 @@ rule sweep_configs:
     params:
         space=lambda w: as_json(SWEEP["spaces"][w.model]),
         n=SWEEP.get("n_configs", 0),
-        seed=SWEEP.get("seed", 0),
+        seed=SWEEP["seed"],
     log:
         "logs/sweep/{dataset}/{model}/configs.log",
     shell:
@@ -109,13 +109,13 @@ rule sweep_trial:
         budgets=",".join(map(str, sweep_budgets())) if SWEEP else "",
         attempt=trial_attempt,
         n_samples=SWEEP.get("n_samples", 0),
-        metric=SWEEP.get("metric", "FID"),
-        sample_batch=config["sampling"].get("batch_size", 500),
-        sample_seed=config["sampling"].get("seed", 1),
-        splits=config["evaluation"].get("is_splits", 10),
+        metric=SWEEP["metric"],
+        sample_batch=config["sampling"]["batch_size"],
+        sample_seed=config["sampling"]["seed"],
+        splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
-        device=config.get("device", "auto"),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -139,9 +139,9 @@ checkpoint sweep_rung:
     output:
         "results/sweeps/{dataset}/{model}/rung{rung}.json",
     params:
-        keep=lambda w: survivors(SWEEP["n_configs"], SWEEP.get("eta", 1), int(w.rung) + 1),
+        keep=lambda w: survivors(SWEEP["n_configs"], SWEEP["eta"], int(w.rung) + 1),
         budget=lambda w: sweep_budgets()[int(w.rung)],
-        metric=SWEEP.get("metric", "FID"),
+        metric=SWEEP["metric"],
     log:
         "logs/sweep/{dataset}/{model}/rung{rung}.log",
     shell:
@@ -156,8 +156,8 @@ rule sweep_select:
     output:
         "results/sweeps/{dataset}/{model}/selected.json",
     params:
-        metric=SWEEP.get("metric", "FID"),
-        eta=SWEEP.get("eta", 1),
+        metric=SWEEP["metric"],
+        eta=SWEEP["eta"],
     log:
         "logs/sweep/{dataset}/{model}/select.log",
     shell:

@@ -43,7 +43,7 @@ for _dataset, _model in run_pairs():
             model=_model,
             model_config=model_config_json(_dataset, _model),
             train_config=as_json(train_section(_dataset, _model)),
-            device=config.get("device", "auto"),
+            device=config["device"],
             selected=f"--selected {sweep_choice(_dataset, _model)}" if sweep_choice(_dataset, _model) else "",
             class_conditional="--class-conditional" if class_conditional(_dataset, _model) else "",
             launcher=(f"torchrun --standalone --nproc_per_node {training_gpus(_dataset, _model)} -m aiqn"

@@ -8,7 +8,11 @@
 import shlex
 from collections import namedtuple
 
-VAE_VARIANTS = ("vae", "aiqn-vae")  # the two trained models (train-vae --variant)
+from aiqn.methods.aiqn_vae.verbs import VARIANTS as VAE_VARIANTS  # the two trained models (train-vae --variant)
+
+check_method_datasets("vae")
+METHOD_TARGETS.append(lambda: method_report_targets("vae", "aiqn_vae", figures=("aiqn_vae", "aiqn_vae_loss")))
+
 VaeRow = namedtuple("VaeRow", "name variant latents")
 # file name of a row -> its name in the table and figure, the checkpoint it decodes with, where
 # its latents come from (sample-vae --latents)
@@ -19,53 +23,11 @@ VAE_ROWS = {
 }
 
 
-def vae_datasets():
-    return config.get("vae", {}).get("datasets", [])
-
-
-def check_vae_config():
-    """Fail at parse time, naming the key, when vae.datasets names something params.yaml lacks."""
-    for name in vae_datasets():
-        if "_" in name:
-            raise ValueError(f"params.yaml: vae.datasets has {name!r}, a name with '_'; dataset names use "
-                             "letters, digits and '-' only")
-        if name not in config["datasets"]:
-            raise ValueError(f"params.yaml: vae.datasets lists {name!r} but datasets.{name} is missing")
-
-
-check_vae_config()
-
-
-def vae_train_section():
-    section = dict(config["vae"]["train"])
-    section.setdefault("seed", config.get("seed", 0))
-    return section
-
-
-def vae_checkpoint(dataset, variant):
-    """The published final checkpoint of a variant (the file name carries the step, as train's do)."""
-    return f"results/vae/{dataset}/{variant}/ckpt_{config['vae']['train']['steps']:07d}.pt"
-
-
-def vae_samples(dataset, row):
-    return f"results/vae/{dataset}/samples/{row}.npz"
-
-
-def vae_targets():
-    """The VAE's report files for `rule all` (none when vae.datasets is empty)."""
-    if not vae_datasets():
-        return []
-    targets = [f"reports/tables/aiqn_vae.{ext}" for ext in ("csv", "md", "tex")] + ["reports/provenance/aiqn_vae.json"]
-    for dataset in vae_datasets():
-        targets += [f"reports/figures/{dataset}_aiqn_vae.png", f"reports/figures/{dataset}_aiqn_vae_loss.png"]
-    return targets
-
-
 rule train_vae:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=vae_checkpoint("{dataset}", "{variant}"),
+        checkpoint=method_checkpoint("vae", "{dataset}", "{variant}"),
         log_csv="results/vae/{dataset}/{variant}/train_log.csv",
         config="results/vae/{dataset}/{variant}/config.json",
         record="results/vae/{dataset}/{variant}/train.json",
@@ -73,10 +35,10 @@ rule train_vae:
         variant="|".join(VAE_VARIANTS),
     params:
         architecture=as_json(config["vae"]["architecture"]),
-        train_config=as_json(vae_train_section()),
+        train_config=as_json(method_train_section("vae")),
         aiqn_vae=lambda w: (f"--aiqn-vae-config {shlex.quote(as_json(config['vae']['aiqn_vae']))}"
                             if w.variant == "aiqn-vae" else ""),
-        device=config.get("device", "auto"),
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -92,18 +54,18 @@ rule train_vae:
 
 rule sample_vae:
     input:
-        checkpoint=lambda w: vae_checkpoint(w.dataset, VAE_ROWS[w.row].variant),
+        checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
     output:
-        samples=vae_samples("{dataset}", "{row}"),
-        meta=vae_samples("{dataset}", "{row}") + ".json",
+        samples=method_samples("vae", "{dataset}", "{row}"),
+        meta=method_samples("vae", "{dataset}", "{row}") + ".json",
     wildcard_constraints:
         row="|".join(VAE_ROWS),
     params:
         latents=lambda w: VAE_ROWS[w.row].latents,
         n=config["sampling"]["n_samples"],
-        seed=config["sampling"].get("seed", 1),
-        batch_size=config["sampling"].get("batch_size", 500),
-        device=config.get("device", "auto"),
+        seed=config["sampling"]["seed"],
+        batch_size=config["sampling"]["batch_size"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -115,12 +77,12 @@ rule sample_vae:
         " --out {output.samples} > {log} 2>&1"
 
 
-# The PixelCNN's `evaluate` verb: the same FID / IS, labels and provenance record.
+# The shared `evaluate` verb (as evaluate_checkpoint): the same FID / IS, labels and provenance record.
 rule evaluate_vae:
     input:
         samples=rules.sample_vae.output.samples,
         samples_meta=rules.sample_vae.output.meta,
-        checkpoint=lambda w: vae_checkpoint(w.dataset, VAE_ROWS[w.row].variant),
+        checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
@@ -131,11 +93,11 @@ rule evaluate_vae:
         row="|".join(VAE_ROWS),
     params:
         model=lambda w: VAE_ROWS[w.row].name,
-        splits=config["evaluation"].get("is_splits", 10),
+        splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
-        batch_size=config["evaluation"].get("batch_size", 500),
-        device=config.get("device", "auto"),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
@@ -152,8 +114,8 @@ rule evaluate_vae:
 
 rule aiqn_vae:
     input:
-        metrics=[f"results/vae/{dataset}/metrics/{row}.json" for dataset in vae_datasets() for row in VAE_ROWS]
-        + [f"results/metrics/{dataset}/real_test.json" for dataset in vae_datasets()],
+        metrics=[f"results/vae/{dataset}/metrics/{row}.json" for dataset in method_datasets("vae") for row in VAE_ROWS]
+        + [real_data_metrics(dataset) for dataset in method_datasets("vae")],
         paper="paper/aiqn_vae.csv",
     output:
         csv=report("reports/tables/aiqn_vae.csv", caption="../report/aiqn_vae.rst", category="AIQN-VAE"),
@@ -172,15 +134,13 @@ rule aiqn_vae:
     log:
         "logs/vae/table.log",
     shell:
-        "{PYTHON} --threads {threads} table --name aiqn_vae --title {params.title:q} --caption {params.caption:q}"
-        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
-        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+        method_table_shell("aiqn_vae")
 
 
 rule aiqn_vae_figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [vae_samples(w.dataset, row) for row in VAE_ROWS],
+        samples=lambda w: [method_samples("vae", w.dataset, row) for row in VAE_ROWS],
         train_logs=lambda w: [f"results/vae/{w.dataset}/{variant}/{name}" for variant in VAE_VARIANTS
                               for name in ("train_log.csv", "config.json")],
     output:
@@ -190,11 +150,11 @@ rule aiqn_vae_figures:
         loss=report("reports/figures/{dataset}_aiqn_vae_loss.png", caption="../report/aiqn_vae_loss.rst",
                     category="AIQN-VAE", subcategory="{dataset}"),
     params:
-        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={vae_samples(w.dataset, row)}")
+        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={method_samples('vae', w.dataset, row)}")
                                    for row in VAE_ROWS),
         train_logs=lambda w: " ".join(f"{variant}=results/vae/{w.dataset}/{variant}/train_log.csv"
                                       for variant in VAE_VARIANTS),
-        grid_n=config.get("report", {}).get("grid_n", 64),
+        grid_n=config["report"]["grid_n"],
     log:
         "logs/vae/figures_{dataset}.log",
     shell:

@@ -30,6 +30,13 @@ def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.Completed
                           timeout=timeout, env=env)
 
 
+def run_python(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python ARGS` in `cwd`, with the copy's own package first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
 @contextlib.contextmanager
 def repo_layout(root: Path, digits_dir: Path):
     """Run in-process CLI verbs in `root`, laid out like the repository: the prepared digits in

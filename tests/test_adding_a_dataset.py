@@ -9,16 +9,13 @@ pipeline then runs for that dataset alone, and Table 1, its provenance and the a
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from repo_copy import REPO, copy_repo
+from repo_copy import REPO, copy_repo, run_python as run
 
 
 # Step 1 of the guide: the dataset module.
@@ -90,12 +87,6 @@ TINYPHOTOS = textwrap.dedent('''
                     description="16x16 crops of sklearn's sample photos, 32 levels; label = photo")
     )
 ''').lstrip()
-
-
-def run(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 def add_tinyphotos(repo: Path) -> None:

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn.methods.agave.train import AgaveTrainConfig, agave_from_checkpoint, agave_objective, agave_terms, decoder_terms, elbo_bits_per_dim, evaluate_agave, generate_agave, importance_bits_per_dim, reconstruct_agave, train_agave
+from aiqn.methods.agave.bounds import elbo_bits_per_dim, evaluate_agave, importance_bits_per_dim
+from aiqn.methods.agave.objective import agave_objective, agave_terms, decoder_terms
+from aiqn.methods.agave.sampling import generate_agave, reconstruct_agave
+from aiqn.methods.agave.train import AgaveTrainConfig, agave_from_checkpoint, train_agave
 from aiqn.data.registry import load_split
 from aiqn.nets.likelihood import bits_per_dim
 from aiqn.nets import to_unit

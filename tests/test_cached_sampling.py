@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from aiqn import sampling
+from aiqn.nets import sampling
 from aiqn.nets.cached_sampling import CachedSampler, sample_cached
 from aiqn.nets.draws import draw_noise, noise_generator
 from aiqn.nets import PixelCNNConfig, build_model, to_unit

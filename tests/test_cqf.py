@@ -366,3 +366,10 @@ def test_config_validation():
         CQFConfig(flow_output="sigmoid")
     with pytest.raises(ValueError):
         CQFConfig(flow_coupling="spline")
+
+
+def test_the_verbs_variant_list_is_the_models():
+    """`aiqn.methods.cqf.verbs.VARIANTS` (light: the rules import it at parse time) names the model's variants in order."""
+    from aiqn.methods.cqf.verbs import VARIANTS as NAMES
+
+    assert NAMES == tuple(VARIANTS)

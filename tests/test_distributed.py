@@ -46,13 +46,14 @@ def _worker(out: Path) -> None:
     """One torchrun process: per head, an uninterrupted run and one stopped at STOP and resumed.
     Records in `rank{r}.json` which checkpoint files this rank saved and, per step of the
     uninterrupted runs, fingerprints of the images and taus it trained on."""
+    import aiqn.core.checkpoint as checkpoints
     import aiqn.methods.pixeliqn.train as training
 
     torch.set_num_threads(1)
     info = init_from_env("cpu")
     saved: list[str] = []
     seen: dict[str, list] = {head: [] for head in HEADS}
-    save, step = training.torch_save_atomic, training.train_step
+    save, step = checkpoints.torch_save_atomic, training.train_step
     recording = [""]  # the head whose batches are being recorded ("" : none)
 
     def recording_save(obj, path):
@@ -64,7 +65,7 @@ def _worker(out: Path) -> None:
             seen[recording[0]].append([_row_sums(batch.images), _row_sums(batch.tau)])
         return step(train_model, optimizer, batch, config)
 
-    training.torch_save_atomic, training.train_step = recording_save, recording_step
+    checkpoints.torch_save_atomic, training.train_step = recording_save, recording_step
     try:
         for head in HEADS:
             config = PixelCNNConfig(head=head, **TINY)

@@ -69,7 +69,11 @@ def test_build_table1_keeps_final_and_paper_rows(metric_files):
     paper = table[table["source"] != "ours"]
     assert set(ours["step"].dropna()) == {3000}
     assert len(ours) == 2 + 3 + 2  # pixeliqn FID/IS, pixelcnn FID/IS/bpd, real FID/IS
-    assert list(pd.unique(ours["model"])) == ["pixelcnn", "pixeliqn", "real data (test split)"]
+    # rows in the order the metric files name the models (the calling rule's), the floor last
+    assert list(pd.unique(ours["model"])) == ["pixeliqn", "pixelcnn", "real data (test split)"]
+    reordered = build_table1(metric_files[3:6] + metric_files[:3] + metric_files[6:], str(PAPER_CSV))
+    assert list(pd.unique(reordered[reordered["source"] == "ours"]["model"])) == [
+        "pixelcnn", "pixeliqn", "real data (test split)"]
     assert paper["source"].str.startswith("paper").all()
     assert {"cifar10", "imagenet32"} == set(paper["dataset"])
     # ours first, then the paper

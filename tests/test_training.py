@@ -98,6 +98,32 @@ def test_checkpoint_holds_everything_needed(digits_train, tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
 
 
+def test_checkpoints_from_before_kinds_still_load_and_resume(digits_train, tmp_path):
+    """A PixelCNN checkpoint written before checkpoints carried a `kind` (today's with the key removed)
+    reads as the PixelCNN's, rebuilds its model, gets the PixelCNN's bits/dim from `evaluate`'s
+    entry, and is resumed by a run of the same configs (the PixelCNN's digest hashes no kind)."""
+    from aiqn.core.checkpoint import checkpoint_kind
+    from aiqn.core.io import torch_save_atomic
+    from aiqn.methods.pixeliqn.verbs import pixelcnn_bits_per_dim
+    from aiqn.nets import model_from_checkpoint
+    from aiqn.pipeline.verbs import LIKELIHOOD_METRICS
+
+    config = PixelCNNConfig(head="categorical", **SMALL)
+    tc = TrainConfig(steps=6, batch_size=4, checkpoint_steps=[3], seed=2)
+    full = train(config, tc, digits_train[0], tmp_path / "full", progress=False)
+    partial = train(config, tc, digits_train[0], tmp_path / "old", stop_after=3, progress=False)
+    old = load_checkpoint(partial[3])
+    assert old.pop("kind") == "pixelcnn"
+    torch_save_atomic(old, partial[3])  # as written before kinds
+    legacy = load_checkpoint(partial[3])
+    assert "kind" not in legacy and checkpoint_kind(legacy) == "pixelcnn"
+    assert LIKELIHOOD_METRICS["pixelcnn"] is pixelcnn_bits_per_dim
+    assert isinstance(model_from_checkpoint(legacy), torch.nn.Module)
+    resumed = train(config, tc, digits_train[0], tmp_path / "old", progress=False)
+    assert not list((tmp_path / "old").glob("*.stale")), "the old checkpoint was resumed, not set aside"
+    assert _states_equal(load_checkpoint(full[6])["model"], load_checkpoint(resumed[6])["model"])
+
+
 def test_piecewise_schedule():
     tc = TrainConfig(steps=300, lr=1.0, lr_boundaries=[120, 180], lr_values=[1e-4, 3e-5, 1e-5])
     assert [tc.lr_at(s) for s in (0, 119, 120, 179, 180, 299)] == [1e-4, 1e-4, 3e-5, 3e-5, 1e-5, 1e-5]

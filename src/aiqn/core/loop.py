@@ -211,3 +211,13 @@ def fit(run: Run, build: Callable[[torch.Generator], Trainer], device: str = "cp
         bar.close()
     barrier(dist)  # every rank returns once rank 0's files are complete
     return {s: run_dir / checkpoint_name(s) for s in tcfg.checkpoint_steps if (run_dir / checkpoint_name(s)).exists()}
+
+
+def fit_trainer(trainer: Callable[..., Trainer], run: Run, images, device: str = "cpu", stop_after: int | None = None,
+                progress: bool = True, **options) -> dict[int, Path]:
+    """`fit` of a single-process method whose Trainer is built as
+    `trainer(model_config, train_config, images, generator, device, **options)`, after checking that
+    uint8 `images` (N, C, H, W) have the model config's shape."""
+    check_shape(images, run.model_config)
+    return fit(run, lambda generator: trainer(run.model_config, run.train_config, images, generator, device, **options),
+               device=device, stop_after=stop_after, progress=progress)

@@ -151,18 +151,8 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     return train, test, provenance
 
 
-SPEC = register(
-    DatasetSpec(
-        name="celeba64",
-        channels=3,
-        height=SIZE,
-        width=SIZE,
-        levels=256,
-        num_classes=1,
-        prepare=prepare,
-        sources=(IMAGES, PARTITION),
-        downloads=(IMAGES, PARTITION),
-        description="CelebA aligned & cropped, centred 148x148 crop resized to 64x64 (BOX); unlabelled; "
-                    "train = partition 0, test = partition 2",
-    )
-)
+SPEC = register(DatasetSpec(
+    name="celeba64", channels=3, height=SIZE, width=SIZE, levels=256, num_classes=1, prepare=prepare,
+    sources=(IMAGES, PARTITION), downloads=(IMAGES, PARTITION),
+    description="CelebA aligned & cropped, centred 148x148 crop resized to 64x64 (BOX); unlabelled; "
+                "train = partition 0, test = partition 2"))

@@ -138,17 +138,7 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     return train, test, provenance
 
 
-SPEC = register(
-    DatasetSpec(
-        name="cifar10",
-        channels=3,
-        height=SIZE,
-        width=SIZE,
-        levels=256,
-        num_classes=NUM_CLASSES,
-        prepare=prepare,
-        sources=(ARCHIVE,),
-        downloads=(ARCHIVE,),
-        description="CIFAR-10: 32x32 RGB, 10 classes, official split (50,000 train / 10,000 test)",
-    )
-)
+SPEC = register(DatasetSpec(
+    name="cifar10", channels=3, height=SIZE, width=SIZE, levels=256, num_classes=NUM_CLASSES, prepare=prepare,
+    sources=(ARCHIVE,), downloads=(ARCHIVE,),
+    description="CIFAR-10: 32x32 RGB, 10 classes, official split (50,000 train / 10,000 test)"))

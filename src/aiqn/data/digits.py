@@ -43,16 +43,7 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     return train, test, provenance
 
 
-SPEC = register(
-    DatasetSpec(
-        name="digits",
-        channels=1,
-        height=8,
-        width=8,
-        levels=17,
-        num_classes=10,
-        prepare=prepare,
-        sources=(Source(filename="digits.csv.gz", sha256=DIGITS_SHA256),),
-        description="scikit-learn's bundled 8x8 digits (UCI optdigits test set), 17 grey levels",
-    )
-)
+SPEC = register(DatasetSpec(
+    name="digits", channels=1, height=8, width=8, levels=17, num_classes=10, prepare=prepare,
+    sources=(Source(filename="digits.csv.gz", sha256=DIGITS_SHA256),),
+    description="scikit-learn's bundled 8x8 digits (UCI optdigits test set), 17 grey levels"))

@@ -110,17 +110,7 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
     return train, test, provenance
 
 
-SPEC = register(
-    DatasetSpec(
-        name="photos32",
-        channels=3,
-        height=CROP,
-        width=CROP,
-        levels=256,
-        num_classes=len(CLASS_NAMES),
-        prepare=prepare,
-        sources=PHOTOS,
-        description="32x32 RGB crops of scikit-learn's bundled china.jpg and flower.jpg; "
-                    "4 classes: photo x top/bottom half",
-    )
-)
+SPEC = register(DatasetSpec(
+    name="photos32", channels=3, height=CROP, width=CROP, levels=256, num_classes=len(CLASS_NAMES), prepare=prepare,
+    sources=PHOTOS, description="32x32 RGB crops of scikit-learn's bundled china.jpg and flower.jpg; "
+                                "4 classes: photo x top/bottom half"))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aiqn.nets.shape import ImageShape
 from aiqn.nets.heads import CategoricalHead, QuantileHead
 from aiqn.nets.layers import GatedBlock, colour_masked_1x1, group_ids
 
@@ -25,13 +26,9 @@ HEADS = ("categorical", "quantile")
 
 
 @dataclass
-class PixelCNNConfig:
+class PixelCNNConfig(ImageShape):
     """Everything needed to rebuild a model; stored in every checkpoint as `ckpt["config"]`."""
 
-    channels: int = 1
-    height: int = 8
-    width: int = 8
-    levels: int = 17
     head: str = "categorical"  # "categorical" (PixelCNN) or "quantile" (PixelIQN)
     blocks: int = 4
     filter_size: int = 3

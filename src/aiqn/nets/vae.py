@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aiqn.nets.shape import ImageShape
 from aiqn.nets.pixelcnn import from_unit, to_unit
 
 MIN_LOG_SCALE = -7.0
@@ -76,13 +77,9 @@ def resolve_downsamplings(height: int, width: int, downsamplings: int | None) ->
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(ImageShape):
     """Everything needed to rebuild a ConvVAE (and its AIQN); stored in checkpoints as `ckpt["config"]`."""
 
-    channels: int = 1
-    height: int = 8
-    width: int = 8
-    levels: int = 17
     latent_dim: int = 32
     base_channels: int = 32  # w_0; the paper-scale (LynnHo) VAE uses 64
     max_channels: int = 256  # cap of the doubling widths; paper scale 512

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .tables import _is_real_data, _model_rank, load_metric_records, wrap_label
+from .tables import _is_real_data, _model_rank, load_metric_records, row_order, wrap_label
 
 DPI = 150
 REAL_LABEL = "real data (test split)"
@@ -123,7 +123,8 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str,
     real, ours = records[is_real], records[~is_real & records["step"].notna()]
     metrics = ["IS", "FID"] + (["bits/dim"] if (ours["metric"] == "bits/dim").any() else [])
 
-    models = sorted(pd.unique(ours["model"]), key=lambda m: (_model_rank(base_of.get(m, m)), str(m)))
+    order = row_order(base_of.get(m, m) for m in ours["model"])  # the caller's order of the metric files
+    models = sorted(pd.unique(ours["model"]), key=lambda m: (_model_rank(base_of.get(m, m), order), str(m)))
     bases = list(dict.fromkeys(base_of.get(m, m) for m in models))  # in order of first appearance
     colours = {m: f"C{bases.index(base_of.get(m, m)) % 10}" for m in models}
     markers = "osD^vP*X"

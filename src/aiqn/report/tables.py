@@ -30,10 +30,6 @@ RECORD_COLUMNS = [
     "dataset", "model", "step", "final", "metric", "value", "std", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
-MODEL_ORDER = (  # rows in this order (Table 1, the AIQN-VAE table, CQF's, AGAVE's baselines); other models after them
-    "pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "gan", "vae", "aiqn-vae", "aiqn-vae (gaussian prior)",
-    "cq", "cqf", "pixelcnn (matched baseline)", "gated pixelcnn (matched baseline)",
-)
 METRIC_ORDER = ("FID", "IS", "bits/dim")
 MISSING = "–"
 
@@ -55,14 +51,18 @@ def _is_real_data(model: str) -> bool:
     return str(model).strip().lower().startswith("real data")
 
 
-def _model_rank(model: str) -> int:
-    """Known models first (in MODEL_ORDER), other models next, the real-data floor last."""
+def row_order(models) -> list[str]:
+    """The models' names (lower case) in order of first appearance, the real-data floor left out: the
+    caller orders a table's rows by the order of the metric files it passes."""
+    return list(dict.fromkeys(str(m).strip().lower() for m in models if not _is_real_data(m)))
+
+
+def _model_rank(model: str, order: list[str]) -> int:
+    """A model's place in `order` (others after them), the real-data floor last."""
     name = str(model).strip().lower()
     if _is_real_data(name):
-        return len(MODEL_ORDER) + 1
-    if name in MODEL_ORDER:
-        return MODEL_ORDER.index(name)
-    return len(MODEL_ORDER)
+        return len(order) + 1
+    return order.index(name) if name in order else len(order)
 
 
 def _metric_rank(metric: str) -> int:
@@ -125,8 +125,10 @@ def load_metric_records(paths: list[str]) -> pd.DataFrame:
 
 
 def _sort_ours(frame: pd.DataFrame) -> pd.DataFrame:
+    """By dataset, then model in the order the metric files named them (the real-data floor last), then metric."""
+    order = row_order(frame["model"])
     keyed = frame.assign(
-        _model_rank=frame["model"].map(_model_rank),
+        _model_rank=frame["model"].map(lambda model: _model_rank(model, order)),
         _metric_rank=frame["metric"].map(_metric_rank),
     )
     keyed = keyed.sort_values(
@@ -136,7 +138,9 @@ def _sort_ours(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
-    """Our final-checkpoint records (sorted by dataset, then model) followed by the paper's rows."""
+    """Our final-checkpoint records followed by the paper's rows. Ours are sorted by dataset, then by
+    model in the order of first appearance in `metric_paths` (the rule's order; the real-data floor
+    last), then by metric (FID, IS, bits/dim, others)."""
     records = load_metric_records(metric_paths)
     ours = records[records["final"].astype(bool)]
     dup = ours.duplicated(["dataset", "model", "label"], keep=False)

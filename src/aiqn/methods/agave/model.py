@@ -36,7 +36,7 @@ section 3.2 and 4.1), the network only.
   layer i). The conditioning never sees x, so the PixelCNN stays autoregressive (tested by gradients).
 
 NOTE: the network only. The objective (eq. 7), the bounds in bits per dimension, training and
-sampling are in `aiqn.methods.agave.train`. The PixelCNN is the Gated PixelCNN with a categorical
+sampling are in `aiqn.methods.agave.objective`, `.bounds`, `.train` and `.sampling`. The PixelCNN is the Gated PixelCNN with a categorical
 softmax, not the paper's PixelCNN++ (discretized logistic mixture, downsampling U-net): the
 decoder's likelihood family differs from the paper's, the conditioning scheme is the same. The
 VAE is the ConvVAE, not the paper's IAF-VAE architecture of Kingma et al. 2016 (no IAF, one
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aiqn.nets.shape import ImageShape
 from aiqn.nets.pixelcnn import GatedPixelCNN, PixelCNNConfig, to_unit
 from aiqn.nets.vae import ConvVAE, VAEConfig, discretized_logistic_log_prob
 
@@ -145,13 +146,9 @@ def aux_to_levels(y: torch.Tensor, spec: AuxSpec) -> torch.Tensor:
 
 
 @dataclass
-class AgaveConfig:
+class AgaveConfig(ImageShape):
     """Everything needed to rebuild an AGAVE; stored in every checkpoint as `ckpt["config"]`."""
 
-    channels: int = 1
-    height: int = 8
-    width: int = 8
-    levels: int = 17
     aux: str = "full"  # full | quantized:<bits> | lowres:<size> | grey:<bits>
     latent_dim: int = 16
     # VAE encoder and decoder (aiqn.nets.vae.ConvVAE's architecture)

@@ -1,4 +1,4 @@
-"""Command-line verbs of AGAVE (Lucas & Verbeek 2018; issue 8), registered by `aiqn.cli.build_parser`.
+"""Command-line verbs of AGAVE (Lucas & Verbeek 2018; issue 8), declared by `add_verbs`.
 
     train-agave     train (or resume) an AGAVE at one lambda; with --init-from, continue a trained
                     one (the Figure 7 ablation: --train-config '{"use_aux": false, ...}')
@@ -19,11 +19,9 @@ import logging
 import time
 from pathlib import Path
 
+from aiqn.core.verbs import Declare, pairs, run_arguments, wildcards
+
 log = logging.getLogger("aiqn")
-
-
-def _wildcards(text: str) -> dict:
-    return dict(item.split("=", 1) for item in text.split(",") if item)
 
 
 def cmd_train_agave(args) -> None:
@@ -77,7 +75,7 @@ def agave_metric_entries(result: dict, dataset: str) -> list[dict]:
 
 
 def cmd_evaluate_agave(args) -> None:
-    from aiqn.methods.agave.train import evaluate_agave
+    from aiqn.methods.agave.bounds import evaluate_agave
     from aiqn.core.device import resolve_device
     from aiqn.data import load_split
     from aiqn.nets.likelihood import bits_per_dim
@@ -121,7 +119,7 @@ def cmd_evaluate_agave(args) -> None:
             "test_images": test,
             "dataset": dataset_record(args.dataset_meta),
             "config": {"model": ckpt["config"], "train": ckpt["train_config"]},
-            "rule": {"name": args.rule, "wildcards": _wildcards(args.wildcards)},
+            "rule": {"name": args.rule, "wildcards": wildcards(args.wildcards)},
             "code": git_state(),
             "environment": environment(device),
         },
@@ -130,12 +128,8 @@ def cmd_evaluate_agave(args) -> None:
     log.info("%s: %s (%.1f s)", args.model, "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics), seconds)
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items)
-
-
 def cmd_agave_figures(args) -> None:
-    from aiqn.methods.agave.train import generate_agave
+    from aiqn.methods.agave.sampling import generate_agave
     from aiqn.core.device import resolve_device
     from aiqn.data import get_dataset
     from aiqn.methods.agave.figures import plot_conditional_samples, plot_kl_ablation, plot_lambda_sweep
@@ -146,7 +140,7 @@ def cmd_agave_figures(args) -> None:
     spec = get_dataset(args.dataset)
     device = resolve_device(args.device)
     # Figure 4: one metrics file per lambda
-    metrics = {float(lam): read_json(path) for lam, path in _pairs(args.metrics).items()}
+    metrics = {float(lam): read_json(path) for lam, path in pairs(args.metrics).items()}
     plot_lambda_sweep(metrics, args.lambda_out, args.dataset)
     # Figure 5: f(z) of z ~ N(0, I) beside PixelCNN samples conditioned on it
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -171,20 +165,13 @@ def cmd_agave_figures(args) -> None:
     log.info("wrote %s, %s, %s", args.lambda_out, args.samples_figure, args.ablation_out)
 
 
-def add_agave_verbs(verb) -> None:
-    """Register the AGAVE verbs with `verb(name, func, help) -> argparse parser` of aiqn.cli."""
+def add_verbs(verb: Declare) -> None:
+    """Declare the AGAVE verbs."""
     p = verb("train-agave", cmd_train_agave, "train (or resume) an AGAVE (Lucas & Verbeek 2018) at one lambda")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data", required=True, help="train.npz of the dataset")
-    p.add_argument("--architecture", default="{}", help="JSON: AgaveConfig fields (aux, latent_dim, widths, PixelCNN)")
-    p.add_argument("--train-config", required=True,
-                   help="JSON: AgaveTrainConfig fields (steps, batch_size, optimizer, lr, kl_weight, use_aux, ...)")
+    run_arguments(p, architecture="JSON: AgaveConfig fields (aux, latent_dim, widths, PixelCNN)",
+                  train_config="JSON: AgaveTrainConfig fields (steps, batch_size, optimizer, lr, kl_weight, use_aux, ...)")
     p.add_argument("--init-from", default=None,
                    help="an AGAVE checkpoint of the same architecture to continue (Figure 7 ablation)")
-    p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
-    p.add_argument("--out-dir", required=True, help="the final checkpoint, train_log.csv, config.json, train.json")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
 
     p = verb("evaluate-agave", cmd_evaluate_agave,
              "bits/dim on the test split: AGAVE bounds (eq. 7, importance-sampled) or a PixelCNN's exact value")

@@ -38,7 +38,7 @@ import torch
 
 from aiqn.core.checkpoint import load_checkpoint
 from aiqn.core.config import TrainBase, make_optimizer
-from aiqn.core.loop import Run, Trainer, check_shape, ema_copy, fit
+from aiqn.core.loop import Run, Trainer, ema_copy, fit_trainer
 from aiqn.methods.aiqn_vae.made import AutoregressiveQuantileMLP
 from aiqn.nets.objectives import huber_quantile_loss
 from aiqn.nets.vae import ConvVAE, VAEConfig
@@ -151,25 +151,13 @@ class VAETrainer(Trainer):
         return torch.stack([out["total"], out["reconstruction"], out["kl"], q_loss]).detach()  # (4,)
 
 
-def train_vae(
-    vae_config: VAEConfig,
-    train_config: VAETrainConfig,
-    images: np.ndarray,
-    run_dir: str | Path,
-    device: str = "cpu",
-    stop_after: int | None = None,
-    progress: bool = True,
-) -> dict[int, Path]:
-    """Train a VAE (and, when `train_config.aiqn`, its AIQN) on uint8 `images` (N, C, H, W) (`fit`).
-
-    Checkpoints go to `run_dir`; the run resumes from the newest checkpoint written under the same
-    configs. `stop_after` ends the run after that step (to simulate an interruption). Returns
-    {step: checkpoint path} of the checkpoints that exist for this config.
-    """
-    check_shape(images, vae_config)
-    return fit(Run(KIND, vae_config, train_config, Path(run_dir)),
-               lambda generator: VAETrainer(vae_config, train_config, images, generator, device),
-               device=device, stop_after=stop_after, progress=progress)
+def train_vae(vae_config: VAEConfig, train_config: VAETrainConfig, images: np.ndarray, run_dir: str | Path,
+              **options) -> dict[int, Path]:
+    """Train a VAE (and, when `train_config.aiqn`, its AIQN) on uint8 `images` (N, C, H, W), checkpointing
+    into `run_dir` and resuming from the newest checkpoint written under the same configs. `options`:
+    device, stop_after (end after that step, to simulate an interruption), progress (`fit_trainer`).
+    Returns {step: checkpoint path} of the checkpoints that exist for this config."""
+    return fit_trainer(VAETrainer, Run(KIND, vae_config, train_config, Path(run_dir)), images, **options)
 
 
 def draw_latent_noise(n: int, dim: int, seed: int, use_aiqn: bool) -> torch.Tensor:

@@ -78,6 +78,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from aiqn.nets.shape import ImageShape
 from aiqn.methods.cqf.flows import COUPLINGS, NVPFlow
 from aiqn.nets.vae import gaussian_kl, resolve_downsamplings
 
@@ -98,13 +99,9 @@ def check_variant(variant: str) -> str:
 
 
 @dataclass
-class CQFConfig:
+class CQFConfig(ImageShape):
     """Architecture of the CQF generator, encoder, flow and discriminator; stored in checkpoints."""
 
-    channels: int = 1
-    height: int = 8
-    width: int = 8
-    levels: int = 17
     latent_dim: int = 32  # Miyato et al.'s generator: 128
     base_channels: int = 32  # w_0 (paper scale 64)
     max_channels: int = 256  # paper scale 512

@@ -70,7 +70,7 @@ import torch
 
 from aiqn.core.checkpoint import load_checkpoint
 from aiqn.core.config import TrainBase, make_optimizer
-from aiqn.core.loop import Run, Trainer, check_shape, ema_copy, fit
+from aiqn.core.loop import Run, Trainer, ema_copy, fit_trainer
 from aiqn.methods.cqf.model import VARIANTS, CQFConfig, CQFModel, build_cqf, check_variant, dequantize, quantize
 from aiqn.methods.cqf.objective import (bits_per_dim_from_nats, discriminator_loss, frozen, gradient_penalty,
                                         sonderby_generator_loss)
@@ -214,27 +214,15 @@ class CQFTrainer(Trainer):
         return {name: last[self.columns.index(name)] for name in names}
 
 
-def train_cqf(
-    model_config: CQFConfig,
-    train_config: CQFTrainConfig,
-    images: np.ndarray,
-    run_dir: str | Path,
-    device: str = "cpu",
-    stop_after: int | None = None,
-    progress: bool = True,
-) -> dict[int, Path]:
-    """Train one variant (`train_config.variant`) on uint8 `images` (N, C, H, W) in 0..levels-1 (`fit`).
-
-    Checkpoints go to `run_dir` (with `config.json` and `train_log.csv`); the run resumes from the
-    newest checkpoint written under the same configs. `stop_after` ends the run after that step
-    (to simulate an interruption). Returns {step: path} of the checkpoints that exist for this config.
-    """
-    check_shape(images, model_config)
+def train_cqf(model_config: CQFConfig, train_config: CQFTrainConfig, images: np.ndarray, run_dir: str | Path,
+              **options) -> dict[int, Path]:
+    """Train one variant (`train_config.variant`) on uint8 `images` (N, C, H, W) in 0..levels-1, checkpointing
+    into `run_dir` (with `config.json` and `train_log.csv`) and resuming from the newest checkpoint written
+    under the same configs. `options`: device, stop_after, progress (`fit_trainer`). Returns {step: path}
+    of the checkpoints that exist for this config."""
     if int(np.max(images)) >= model_config.levels:
         raise ValueError(f"images hold levels up to {int(np.max(images))}, the config has levels={model_config.levels}")
-    return fit(Run(KIND, model_config, train_config, Path(run_dir)),
-               lambda generator: CQFTrainer(model_config, train_config, images, generator, device),
-               device=device, stop_after=stop_after, progress=progress)
+    return fit_trainer(CQFTrainer, Run(KIND, model_config, train_config, Path(run_dir)), images, **options)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
-"""Command-line verbs of CQF (Shmelkov et al. 2018, Table 1 ablation; issue 8), registered by
-`aiqn.cli.build_parser`.
+"""Command-line verbs of CQF (Shmelkov et al. 2018, Table 1 ablation; issue 8), declared by
+`add_verbs`.
 
     train-cqf    train (or resume) one variant, gan | vae | cq | cqf, on one dataset
     sample-cqf   N images x = quantize(f^{-1}(g(z))), z ~ N(0, I), from a CQF checkpoint (EMA weights)
     cqf-figures  the sample grid (real | gan | vae | cq | cqf) and the training curves
 
-Scoring goes through the PixelCNN's `evaluate` verb (same extractor, reference statistics, FID / IS
+Scoring goes through the shared `evaluate` verb (same extractor, reference statistics, FID / IS
 labels and provenance; `--rule evaluate_cqf`), which adds the bits/dim of a CQF checkpoint's
-likelihood variants with `cqf_bits_per_dim_metrics` below; the table goes through the `table` verb
+likelihood variants with `cqf_bits_per_dim` below (its `LIKELIHOOD_METRICS` entry); the table goes through the `table` verb
 (`--name cqf_table1`). docs/cqf.md.
 """
 
@@ -17,7 +17,9 @@ import json
 import logging
 import time
 
-import numpy as np
+from aiqn.core.device import resolve_device
+from aiqn.core.verbs import Declare, grid_arguments, pairs, run_arguments, sample_arguments
+from aiqn.pipeline.verbs import likelihood_metrics
 
 log = logging.getLogger("aiqn")
 
@@ -38,6 +40,13 @@ def bits_per_dim_label(dataset: str, n_images: int, levels: int, importance_samp
     """e.g. 'bits/dim (digits test split, 360 images, ELBO, 17 levels dequantized, EMA weights)'."""
     return (f"bits/dim ({dataset} test split, {n_images} images, {bound_name(importance_samples)}, "
             f"{levels} levels dequantized, EMA weights)")
+
+
+@likelihood_metrics("cqf")
+def cqf_bits_per_dim(ckpt: dict, args) -> list[dict]:
+    """`evaluate`'s entry for CQF checkpoints (`cqf_bits_per_dim_metrics` with evaluate's arguments)."""
+    return cqf_bits_per_dim_metrics(ckpt, args.dataset, args.test, args.importance_samples, args.bpd_seed,
+                                    device=resolve_device(args.device), batch_size=args.batch_size)
 
 
 def cqf_bits_per_dim_metrics(ckpt: dict, dataset: str, test_path: str, importance_samples: int = 1, seed: int = 0,
@@ -63,7 +72,6 @@ def cqf_bits_per_dim_metrics(ckpt: dict, dataset: str, test_path: str, importanc
 
 def cmd_train_cqf(args) -> None:
     from aiqn.core.publish import publish_final
-    from aiqn.core.device import resolve_device
     from aiqn.methods.cqf.train import CQFTrainConfig, train_cqf
     from aiqn.data import get_dataset, load_split
     from aiqn.methods.cqf.model import CQFConfig, build_cqf, parameter_counts
@@ -84,11 +92,9 @@ def cmd_train_cqf(args) -> None:
 
 
 def cmd_sample_cqf(args) -> None:
-    from aiqn.core.device import resolve_device
-    from aiqn.methods.cqf.train import generate_cqf
-    from aiqn.core.environment import environment
     from aiqn.core.checkpoint import load_checkpoint
-    from aiqn.core.io import file_record, save_npz_atomic, write_json
+    from aiqn.core.publish import write_samples
+    from aiqn.methods.cqf.train import generate_cqf
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -98,105 +104,41 @@ def cmd_sample_cqf(args) -> None:
         raise SystemExit(f"{args.checkpoint} is the gan variant: it has no decoder noise (drop --decoder-noise)")
     images = generate_cqf(ckpt, args.n, args.seed, use_ema=True, device=device, batch_size=args.batch_size,
                           decoder_noise=args.decoder_noise)
-    save_npz_atomic(args.out, images=images, labels=np.full(args.n, -1))
-    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema",
-                                    "variant": ckpt["variant"], "decoder_noise": args.decoder_noise,
-                                    "method": METHODS[args.decoder_noise], "step": ckpt["step"],
-                                    "checkpoint": file_record(args.checkpoint), "samples": file_record(args.out),
-                                    "device": device, "environment": environment(device)})
+    write_samples(args.out, images, None, args.checkpoint, ckpt["step"], device, n=args.n, seed=args.seed,
+                  batch_size=args.batch_size, weights="ema", variant=ckpt["variant"],
+                  decoder_noise=args.decoder_noise, method=METHODS[args.decoder_noise])
     log.info("wrote %d samples of %s to %s", args.n, ckpt["variant"], args.out)
-
-
-def _pairs(items: list[str]) -> dict[str, str]:
-    """['NAME=PATH', ...] -> {NAME: PATH} in the given order."""
-    return dict(item.split("=", 1) for item in items)
-
-
-# (train_log.csv column, y label) of the panels of the training-curves figure
-CURVES = (
-    ("bpd", "coverage loss L_C (eq. 6) of a training batch,\nbits/dim (vae, cq, cqf)"),
-    ("adversarial", "quality loss L_Q (eq. 7, unweighted):\n-mean discriminator logit on G(z)"),
-    ("d_loss", "discriminator loss (penalty not included;\nln 4 = 1.39 at chance)"),
-)
-
-
-def plot_cqf_curves(logs: dict[str, str], out_png: str) -> None:
-    """One panel per loss term, one line (moving average of the logged steps) per variant that has it."""
-    import pandas as pd
-
-    from aiqn.report.figures import _new_figure, _save
-
-    frames = {name: pd.read_csv(path).sort_values("step") for name, path in logs.items()}
-    fig = _new_figure(4.8 * len(CURVES), 3.8)
-    axes = fig.subplots(1, len(CURVES), squeeze=False)[0]
-    for ax, (column, ylabel) in zip(axes, CURVES):
-        for i, (name, frame) in enumerate(frames.items()):
-            if column not in frame or frame[column].isna().all():
-                continue
-            window = max(1, min(50, len(frame) // 20))
-            ax.plot(frame["step"], frame[column], color=f"C{i}", alpha=0.2, linewidth=0.6)
-            ax.plot(frame["step"], frame[column].rolling(window, min_periods=1).mean(), color=f"C{i}",
-                    linewidth=1.6, label=f"{name} (moving average of {window})")
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    coverage = [f["bpd"].dropna() for f in frames.values() if "bpd" in f and f["bpd"].notna().any()]
-    if coverage and max(c.max() for c in coverage) > 4 * min(c.min() for c in coverage) > 0:
-        axes[0].set_yscale("log")  # the first steps are far higher than the last
-    fig.suptitle("CQF: training curves of the Table 1 variants", fontsize=12)
-    _save(fig, out_png)
 
 
 def cmd_cqf_figures(args) -> None:
     from aiqn.data import get_dataset
+    from aiqn.core.publish import grid_record
+    from aiqn.methods.cqf.figures import plot_cqf_curves
     from aiqn.report import plot_sample_grids
-    from aiqn.core.io import file_record, read_json, write_json
 
     spec = get_dataset(args.dataset)
-    samples, logs = _pairs(args.samples), _pairs(args.train_logs)
+    samples, logs = pairs(args.samples), pairs(args.train_logs)
     plot_sample_grids(args.real, samples, spec.levels, args.grid_out, n=args.grid_n,
                       title=f"{args.dataset}: real test images and the CQF Table 1 variants, G(z), EMA weights")
     if args.loss_out:
         plot_cqf_curves(logs, args.loss_out)
-    write_json(args.grid_out + ".json", {"dataset": args.dataset, "real": file_record(args.real), "grid_n": args.grid_n,
-                                         "panels": [{"name": name, **file_record(path), "meta": read_json(path + ".json")}
-                                                    for name, path in samples.items()],  # left to right
-                                         "train_logs": {name: file_record(path) for name, path in logs.items()}})
+    grid_record(args.grid_out + ".json", args.dataset, args.real, args.grid_n, samples, logs)
     log.info("wrote %s%s", args.grid_out, f" and {args.loss_out}" if args.loss_out else "")
 
 
-def add_cqf_verbs(verb) -> None:
-    """Register the CQF verbs with `verb(name, func, help) -> argparse parser` of aiqn.cli."""
+def add_verbs(verb: Declare) -> None:
+    """Declare the CQF verbs."""
     p = verb("train-cqf", cmd_train_cqf, "train (or resume) one CQF Table 1 variant: gan, vae, cq or cqf")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data", required=True, help="train.npz of the dataset")
+    run_arguments(p, architecture="JSON: CQFConfig fields (latent_dim, widths, flow, ...)",
+                  train_config="JSON: CQFTrainConfig fields but the variant (steps, batch_size, lr, d_steps, ...)")
     p.add_argument("--variant", choices=VARIANTS, required=True,
                    help="gan: quality loss only; vae: coverage only; cq: both; cqf: both and the NVP flow")
-    p.add_argument("--architecture", default="{}", help="JSON: CQFConfig fields (latent_dim, widths, flow, ...)")
-    p.add_argument("--train-config", required=True,
-                   help="JSON: CQFTrainConfig fields but the variant (steps, batch_size, lr, d_steps, ...)")
-    p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
-    p.add_argument("--out-dir", required=True, help="the final checkpoint, train_log.csv, config.json, train.json")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
 
     p = verb("sample-cqf", cmd_sample_cqf, "N images from a CQF checkpoint (EMA weights)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1000, help="latents decoded per pass (same images for any)")
+    sample_arguments(p)
     p.add_argument("--decoder-noise", action="store_true",
                    help="add the decoder's Gaussian noise in feature space (not for gan; default: G(z))")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto")
 
     p = verb("cqf-figures", cmd_cqf_figures, "CQF sample grid (real | gan | vae | cq | cqf) and training curves")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--real", required=True, help="test.npz (the real panel)")
-    p.add_argument("--samples", nargs="+", required=True, help="NAME=PATH of each sample panel, in order")
-    p.add_argument("--train-logs", nargs="+", required=True, help="NAME=PATH of each train_log.csv")
-    p.add_argument("--grid-n", type=int, default=64)
-    p.add_argument("--grid-out", required=True)
+    grid_arguments(p)
     p.add_argument("--loss-out", default=None, help="training curves (L_C in bits/dim, discriminator loss)")

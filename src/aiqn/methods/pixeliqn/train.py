@@ -46,12 +46,12 @@ from aiqn.core.config import OPTIMIZERS, TrainBase, make_optimizer
 from aiqn.core.device import PRECISIONS, autocast
 from aiqn.core.distributed import DistInfo, shard_slice
 from aiqn.core.loop import Run, Trainer, ema_copy, fit, unwrap_model
+from aiqn.methods.pixeliqn.kind import KIND
 from aiqn.nets import GatedPixelCNN, PixelCNNConfig, build_model, to_unit
 from aiqn.nets.objectives import categorical_nll, huber_quantile_loss, nats_to_bits_per_dim
 
 log = logging.getLogger(__name__)
 
-KIND = "pixelcnn"  # the checkpoint kind (PixelCNN and PixelIQN; older checkpoints carry none)
 DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters
 
 

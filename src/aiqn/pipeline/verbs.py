@@ -1,0 +1,271 @@
+"""The verbs every method shares: preparing and downloading data, the feature extractor and its
+reference statistics, scoring samples (`evaluate`, `evaluate-real`), tables and provenance.
+
+`evaluate` knows no method: a method that has a likelihood of the test split registers a function
+for its checkpoint kind in `LIKELIHOOD_METRICS` (`@likelihood_metrics("kind")`), and `evaluate`
+adds what it returns to the sample metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+
+from aiqn.core.device import resolve_device
+from aiqn.core.environment import environment
+from aiqn.core.verbs import Declare, wildcards
+
+log = logging.getLogger("aiqn")
+
+# checkpoint kind -> f(checkpoint dict, evaluate's args) -> metric entries (dicts with metric, value, label)
+LIKELIHOOD_METRICS: dict[str, Callable[[dict, argparse.Namespace], list[dict]]] = {}
+
+
+def likelihood_metrics(kind: str):
+    """Register the decorated function as `evaluate`'s likelihood metrics of `kind` checkpoints."""
+    def register(function):
+        LIKELIHOOD_METRICS[kind] = function
+        return function
+    return register
+
+
+def cmd_prepare(args) -> None:
+    import aiqn.data  # noqa: F401  (registers datasets)
+    from aiqn.data.prepare import prepare_dataset
+
+    meta = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, json.loads(args.options))
+    for split, info in meta["splits"].items():
+        log.info("%s/%s: %d images -> %s (sha256 %s)", args.dataset, split, info["n"], info["path"], info["sha256"])
+
+
+def cmd_train_classifier(args) -> None:
+    from aiqn.data import get_dataset, load_split
+    from aiqn.metrics import ClassifierConfig, save_classifier, train_classifier
+    from aiqn.core.io import file_record, write_json
+
+    spec = get_dataset(args.dataset)
+    train_x, train_y = load_split(args.train)
+    test_x, test_y = load_split(args.test)
+    config = ClassifierConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
+                              num_classes=spec.num_classes, **json.loads(args.config))
+    model, report = train_classifier(train_x, train_y, test_x, test_y, config)
+    save_classifier(args.out, model, config, report)
+    report = {**report, "dataset": args.dataset, "config": asdict(config), "checkpoint": file_record(args.out),
+              "train_data": file_record(args.train), "test_data": file_record(args.test), "environment": environment()}
+    write_json(args.report, report)
+    log.info("classifier test accuracy %.4f (%d test images)", report["test_accuracy"], report["n_test"])
+
+
+def cmd_download(args) -> None:
+    import aiqn.data  # noqa: F401  (registers the datasets' raw files)
+    import aiqn.metrics.inception  # noqa: F401  (registers the Inception weights)
+    from aiqn.data.download import ensure_raw_file
+    from aiqn.data.registry import download_source
+
+    path = ensure_raw_file(download_source(args.group, args.file), args.raw_dir)
+    log.info("%s is in place and verified", path)
+
+
+def extractor_for(args):
+    """The feature extractor an evaluation verb was given, and the name its labels carry."""
+    from aiqn.metrics.scoring import extractor_label, load_extractor
+
+    extractor = load_extractor(args.extractor_kind, args.extractor, device=resolve_device(args.device),
+                               batch_size=args.batch_size)
+    return extractor, extractor_label(args.extractor_name, args.extractor_kind, args.extractor, extractor.sha256)
+
+
+def _levels(dataset: str) -> int:
+    from aiqn.data import get_dataset
+
+    return get_dataset(dataset).levels
+
+
+def cmd_reference_stats(args) -> None:
+    from aiqn.metrics.scoring import reference_statistics
+
+    extractor, name = extractor_for(args)
+    meta = reference_statistics(extractor, args.data, args.n, args.seed, args.out, name, _levels(args.dataset))
+    log.info("reference statistics of %d images written to %s", meta["n"], args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from aiqn.core.checkpoint import checkpoint_kind, load_checkpoint
+    from aiqn.metrics import load_statistics
+    from aiqn.metrics.scoring import score_images
+    from aiqn.report.provenance import evaluation_record
+    from aiqn.core.io import file_record, read_json, write_json
+
+    with np.load(args.samples) as arrays:
+        images = arrays["images"]
+    extractor, name = extractor_for(args)
+    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
+    ckpt = load_checkpoint(args.checkpoint)
+    hook = LIKELIHOOD_METRICS.get(checkpoint_kind(ckpt))  # a method's likelihood of the test split, if it has one
+    if hook is not None:
+        metrics += hook(ckpt, args)
+    sample_meta = read_json(args.samples + ".json")
+    samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
+               "method": sample_meta.get("method"), "device": sample_meta.get("device"),
+               "host": sample_meta.get("environment", {}).get("host"), "meta": file_record(args.samples + ".json")}
+    checkpoint = {"path": args.checkpoint, "step": ckpt["step"], "weights": sample_meta.get("weights", "ema"),
+                  "config": ckpt["config"], "train_config": ckpt["train_config"]}
+    record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": args.final,
+              "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
+              "provenance": evaluation_record(
+                  checkpoint=checkpoint, samples=samples, reference_path=args.reference,
+                  reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
+                  rule=args.rule, wildcards=wildcards(args.wildcards), device=resolve_device(args.device))}
+    write_json(args.out, record)
+    log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
+
+
+def cmd_evaluate_real(args) -> None:
+    from aiqn.data import load_split
+    from aiqn.metrics.scoring import score_images
+    from aiqn.metrics import load_statistics
+    from aiqn.report.provenance import evaluation_record
+    from aiqn.core.io import file_record, write_json
+
+    images, _ = load_split(args.test)
+    extractor, name = extractor_for(args)
+    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset), what="test")
+    record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
+              "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
+              "provenance": evaluation_record(
+                  checkpoint=None, samples={**file_record(args.test), "n": len(images), "seed": None,
+                                            "method": "real test split"},
+                  reference_path=args.reference, reference_meta=load_statistics(args.reference)[2],
+                  dataset_meta=args.dataset_meta, rule="evaluate_real", wildcards=wildcards(args.wildcards),
+                  device=resolve_device(args.device))}
+    write_json(args.out, record)
+    log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
+
+
+def cmd_table(args) -> None:
+    from aiqn.report import build_table1, metrics_summary, write_table1
+    from aiqn.report.provenance import table_provenance
+    from aiqn.report.tables import TABLE1, TableText
+    from aiqn.core.io import write_json
+
+    text = TableText(name=args.name, title=args.title or TABLE1.title, caption=args.caption or TABLE1.caption,
+                     paper_heading=args.paper_heading or TABLE1.paper_heading)
+    table = build_table1(args.metrics, args.paper)
+    cells = table_provenance(table, text.name, rule=args.name, paper_csv=args.paper)  # fails on a gap
+    paths = write_table1(table, args.out_dir, text)
+    if args.summary:
+        write_json(args.summary, metrics_summary(table))
+    write_json(args.provenance, cells)
+    log.info("wrote %s, %s (%d cells)%s", ", ".join(paths.values()), args.provenance, len(cells),
+             f" and {args.summary}" if args.summary else "")
+
+
+def cmd_provenance(args) -> None:
+    from aiqn.report.provenance import explain, find_cell, load_table_records
+
+    cell = find_cell(load_table_records(args.dir, args.table), args.row, args.metric, args.dataset)
+    print(json.dumps(cell, indent=2, sort_keys=True) if args.json else explain(cell))
+
+
+def cmd_audit(args) -> None:
+    from aiqn.report.provenance import audit
+
+    checked, problems = audit(args.dir, args.root)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    print(f"audit: {checked} files checked, {len(problems)} mismatches")
+    if problems:
+        raise SystemExit(1)
+
+
+def extractor_arguments(p) -> None:
+    """Arguments of a verb that extracts features: the extractor, its name and kind, batch size, device."""
+    p.add_argument("--extractor", required=True, help="classifier checkpoint or Inception weights file")
+    p.add_argument("--extractor-name", required=True)
+    p.add_argument("--extractor-kind", choices=["classifier", "inception"], default="classifier")
+    p.add_argument("--batch-size", type=int, default=500, help="images per feature-extraction batch")
+    p.add_argument("--device", default="cpu")
+
+
+def add_verbs(verb: Declare) -> None:
+    """Declare the shared verbs."""
+    p = verb("prepare", cmd_prepare, "prepare a registered dataset into train/test .npz")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--options", default="{}", help="JSON: the dataset's section of params.yaml")
+
+    p = verb("train-classifier", cmd_train_classifier, "train the domain classifier used as feature extractor")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--config", default="{}")
+    p.add_argument("--out", required=True)
+    p.add_argument("--report", required=True)
+
+    p = verb("download", cmd_download, "fetch (or verify a hand-placed) raw file into data/raw/GROUP/")
+    p.add_argument("--group", required=True, help="a dataset name, or inception")
+    p.add_argument("--file", required=True, help="the raw file's name")
+    p.add_argument("--raw-dir", required=True)
+
+    def extractor_arguments(p):
+        p.add_argument("--extractor", required=True, help="classifier checkpoint or Inception weights file")
+        p.add_argument("--extractor-name", required=True)
+        p.add_argument("--extractor-kind", choices=["classifier", "inception"], default="classifier")
+        p.add_argument("--batch-size", type=int, default=500, help="images per feature-extraction batch")
+        p.add_argument("--device", default="cpu")
+
+    p = verb("reference-stats", cmd_reference_stats, "feature statistics of N real training images")
+    extractor_arguments(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = verb("evaluate", cmd_evaluate, "FID / IS (and bits/dim) of one checkpoint's samples")
+    extractor_arguments(p)
+    for name in ("dataset", "model", "samples", "checkpoint", "reference", "test", "dataset-meta", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
+    p.add_argument("--splits", type=int, default=10)
+    p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
+    p.add_argument("--rule", default="evaluate_checkpoint", help="the calling rule, for the provenance record")
+    p.add_argument("--importance-samples", type=int, default=1,
+                   help="likelihood bounds (CQF): K posterior samples (1: the ELBO, >1: importance-weighted)")
+    p.add_argument("--bpd-seed", type=int, default=0, help="likelihood bounds (CQF): seed of their random draws")
+
+    p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
+    extractor_arguments(p)
+    for name in ("dataset", "test", "reference", "dataset-meta", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
+    p.add_argument("--splits", type=int, default=10)
+
+    p = verb("table", cmd_table, "a results table (csv, md, tex) from metric files and the paper's numbers")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--paper", required=True, help="CSV of the paper's numbers (a header alone when it has none)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--name", default="table1", help="file stem of the table and of its provenance records")
+    p.add_argument("--title", default=None, help="heading of the Markdown and LaTeX (default: Table 1's)")
+    p.add_argument("--caption", default=None, help="caption (default: Table 1's)")
+    p.add_argument("--paper-heading", default=None, help="heading of the paper's section (default: Table 1's)")
+    p.add_argument("--summary", default=None, help="JSON of our final numbers (DVC metrics)")
+    p.add_argument("--provenance", required=True, help="JSON: one provenance record per table cell")
+
+    p = verb("provenance", cmd_provenance, "print the chain of files, configs and code behind one table cell")
+    p.add_argument("table", help="table name, e.g. table1")
+    p.add_argument("--row", required=True, help="model row, e.g. pixeliqn or 'real data (test split)'")
+    p.add_argument("--metric", required=True, help="metric name (FID, IS, bits/dim) or its full label")
+    p.add_argument("--dataset", default=None, help="needed when the row exists for several datasets")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--dir", default="reports/provenance")
+
+    p = verb("audit", cmd_audit, "re-hash every file named by every provenance record")
+    p.add_argument("--dir", default="reports/provenance")
+    p.add_argument("--root", default=".", help="repository root that relative paths start from")

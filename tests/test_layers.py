@@ -1,0 +1,111 @@
+"""The package's layering, read from its imports (ast): `core` imports nothing else of the package;
+`data`, `metrics`, `report` and `nets` import only `core` and each other; `pipeline` (the shared
+verbs) none of the methods; a method never another method; nobody imports `cli`; and no module is
+part of an import circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "aiqn"
+
+# layer -> the layers it may import (besides itself)
+ALLOWED = {
+    "core": set(),
+    "data": {"core"},
+    "nets": {"core"},
+    "metrics": {"core", "data", "nets"},
+    "report": {"core"},
+    "pipeline": {"core", "data", "metrics", "report", "nets"},
+    "methods": {"core", "data", "metrics", "report", "nets", "pipeline"},
+    "cli": {"pipeline", "methods", "core", "data", "metrics", "report"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every aiqn module `path` imports, at top level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aiqn"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from aiqn.x import y` (module y)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("aiqn"))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: {target for target in imports_of(path) if target in modules and target != name}
+            for name, path in modules.items()}
+
+
+def layer(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def test_layers_import_only_what_they_may():
+    wrong = []
+    for module, targets in graph().items():
+        for target in targets:
+            if layer(target) != layer(module) and layer(target) not in ALLOWED[layer(module)]:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_a_method_imports_no_other_method():
+    wrong = [f"{module} imports {target}" for module, targets in graph().items() if layer(module) == "methods"
+             for target in targets if layer(target) == "methods" and target.split(".")[2] != module.split(".")[2]
+             and target != "aiqn.methods"]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_nobody_imports_the_cli():
+    assert [m for m, targets in graph().items() if "aiqn.cli" in targets and m != "aiqn.__main__"] == []
+
+
+def test_no_import_circles():
+    edges = graph()
+    state: dict[str, int] = {}
+    circles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                circles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif target not in state:
+                visit(target, trail + [target])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, "\n".join(circles)
+
+
+def test_the_cli_is_a_thin_entry_point():
+    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 150
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("from aiqn.methods.agave.train import train_agave\n", "aiqn.methods.cqf.verbs imports aiqn.methods.agave.train"),
+])
+def test_the_rule_is_seen(tmp_path, monkeypatch, bad, message):
+    """The check itself: an import of one method from another is reported."""
+    target = PACKAGE / "methods" / "cqf" / "verbs.py"
+    original = target.read_text()
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (bad + original) if self == target
+                        else Path.read_bytes(self).decode())
+    with pytest.raises(AssertionError, match=message):
+        test_a_method_imports_no_other_method()
