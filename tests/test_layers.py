@@ -33,10 +33,16 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every aiqn module `path` imports, at top level or inside functions."""
+    """Every aiqn module `path` imports, at top level or inside functions (relative imports resolved)."""
     found = set()
+    package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aiqn"):
+        if isinstance(node, ast.ImportFrom) and node.level:  # from .x import y: relative to this package
+            base = package[: len(package) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aiqn"):
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from aiqn.x import y` (module y)
         elif isinstance(node, ast.Import):
@@ -98,14 +104,31 @@ def test_the_cli_is_a_thin_entry_point():
     assert len((PACKAGE / "cli.py").read_text().splitlines()) < 150
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("from aiqn.methods.agave.train import train_agave\n", "aiqn.methods.cqf.verbs imports aiqn.methods.agave.train"),
+@pytest.mark.parametrize("check, target, bad, message", [
+    (test_a_method_imports_no_other_method, "methods/cqf/verbs.py", "from aiqn.methods.agave.train import train_agave\n",
+     "aiqn.methods.cqf.verbs imports aiqn.methods.agave.train"),
+    (test_a_method_imports_no_other_method, "methods/cqf/verbs.py", "from ..agave import train\n",
+     "aiqn.methods.cqf.verbs imports aiqn.methods.agave.train"),
+    (test_no_import_circles, "methods/cqf/model.py", "from .verbs import VARIANTS\n", "aiqn.methods.cqf.verbs"),
+    (test_layers_import_only_what_they_may, "nets/vae.py", "from aiqn.methods.cqf import model\n",
+     "aiqn.nets.vae imports aiqn.methods.cqf"),
+    (test_layers_import_only_what_they_may, "core/io.py", "from aiqn.data import load_split\n",
+     "aiqn.core.io imports aiqn.data"),
 ])
-def test_the_rule_is_seen(tmp_path, monkeypatch, bad, message):
-    """The check itself: an import of one method from another is reported."""
-    target = PACKAGE / "methods" / "cqf" / "verbs.py"
-    original = target.read_text()
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (bad + original) if self == target
-                        else Path.read_bytes(self).decode())
+def test_the_rule_is_seen(monkeypatch, check, target, bad, message):
+    """The checks themselves: a forbidden import added to a module (absolute or relative) is reported."""
+    target = PACKAGE / target
+    read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (bad + read(self, *a, **k)) if self == target
+                        else read(self, *a, **k))
     with pytest.raises(AssertionError, match=message):
-        test_a_method_imports_no_other_method()
+        check()
+
+
+def test_every_module_imports():
+    """Every module of the package imports (a moved module's stale import fails here, not in a rule)."""
+    import importlib
+
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name != "__main__.py":
+            importlib.import_module(module_name(path))

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .tables import _is_real_data, _model_rank, load_metric_records, row_order, wrap_label
+from aiqn.report.tables import _is_real_data, _model_rank, load_metric_records, row_order, wrap_label
 
 DPI = 150
 REAL_LABEL = "real data (test split)"

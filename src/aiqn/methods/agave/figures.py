@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .figures import _new_figure, _save, _show_grid, image_grid
+from aiqn.report.figures import _new_figure, _save, _show_grid, image_grid
 
 LOG_2 = math.log(2.0)
 
