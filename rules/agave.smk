@@ -50,9 +50,9 @@ def agave_checkpoint(dataset, run):
 
 # The matched baselines of the table: run name -> whether its PixelCNN is gated, its row name.
 AgaveBaseline = namedtuple("AgaveBaseline", "gated label")
-AGAVE_BASELINES = {
-    "baseline": AgaveBaseline(True, "Gated PixelCNN (matched baseline)"),
+AGAVE_BASELINES = {  # in the table's row order, the paper's (Table 1: PixelCNN, then Gated PixelCNN)
     "plain": AgaveBaseline(False, "PixelCNN (matched baseline)"),
+    "baseline": AgaveBaseline(True, "Gated PixelCNN (matched baseline)"),
 }
 
 
