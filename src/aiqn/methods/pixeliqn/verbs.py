@@ -23,7 +23,7 @@ import torch
 
 from aiqn.core.device import resolve_device
 from aiqn.core.environment import environment
-from aiqn.core.verbs import Declare
+from aiqn.core.verbs import Declare, run_arguments
 from aiqn.methods.pixeliqn.kind import KIND
 from aiqn.pipeline.verbs import extractor_arguments, extractor_for, likelihood_metrics
 
@@ -94,7 +94,8 @@ def cmd_sample(args) -> None:
     from aiqn.nets.sampling import generate
     from aiqn.core.checkpoint import load_checkpoint
     from aiqn.nets import model_from_checkpoint
-    from aiqn.core.io import file_record, save_npz_atomic, write_json
+    from aiqn.core.io import file_record
+    from aiqn.core.publish import write_samples
 
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
@@ -106,12 +107,9 @@ def cmd_sample(args) -> None:
     shard_key = {"checkpoint_sha256": file_record(args.checkpoint)["sha256"], "n": args.n}
     images = generate(model, args.n, args.batch_size, args.seed, class_labels=class_labels, method=args.method,
                       shard_dir=args.shard_dir, shard_key=shard_key, progress=not args.no_progress)
-    labels = class_labels.numpy() if class_labels is not None else np.full(args.n, -1)
-    save_npz_atomic(args.out, images=images, labels=labels)
-    write_json(args.out + ".json", {"n": args.n, "seed": args.seed, "batch_size": args.batch_size, "weights": "ema",
-                                    "method": args.method, "step": ckpt["step"],
-                                    "checkpoint": file_record(args.checkpoint), "samples": file_record(args.out),
-                                    "device": device, "environment": environment(device)})
+    write_samples(args.out, images, class_labels.numpy() if class_labels is not None else None, args.checkpoint,
+                  ckpt["step"], device, n=args.n, seed=args.seed, batch_size=args.batch_size, weights="ema",
+                  method=args.method)
     log.info("wrote %d samples to %s", args.n, args.out)
 
 
@@ -276,17 +274,11 @@ def cmd_sweep_report(args) -> None:
 def add_verbs(verb: Declare) -> None:
     """Declare the PixelCNN / PixelIQN verbs."""
     p = verb("train", cmd_train, "train (or resume) a PixelCNN / PixelIQN")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data", required=True)
+    run_arguments(p, train_config="JSON: optimizer, schedule, steps, ...")
     p.add_argument("--model-config", required=True, help="JSON: head and architecture")
-    p.add_argument("--train-config", required=True, help="JSON: optimizer, schedule, steps, ...")
-    p.add_argument("--state-dir", required=True, help="resumable working folder (not a rule output)")
     p.add_argument("--selected", default=None, help="a sweep's selected.json: its configuration overrides")
     p.add_argument("--class-conditional", action="store_true",
                    help="condition on the class label (num_classes = the dataset's)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
 
     p = verb("sample", cmd_sample, "draw samples from a checkpoint (EMA weights)")
     p.add_argument("--checkpoint", required=True)
