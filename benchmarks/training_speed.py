@@ -1,7 +1,18 @@
-"""Training steps per second: fp32 vs bf16, eager vs torch.compile, NCHW vs channels_last.
+"""Training steps per second: today's step against the pinned pre-issue-15 step, and fp32 vs bf16,
+eager vs torch.compile, NCHW vs channels_last.
 
+    python benchmarks/training_speed.py --against-baseline               # CPU: digits and 32x32, 1 and 2 threads
     python benchmarks/training_speed.py --device cuda                  # the paper's small network, batch 32
     python benchmarks/training_speed.py --device cpu --blocks 2 --planes 16 --output-planes 32 --steps 5
+
+`--against-baseline` times the training step of the default configuration (digits: 1x8x8, 17
+levels, 5 blocks, 32 planes, 128 output planes, batch 32; RMSProp for the categorical head, Adam
+for the quantile head, as params.yaml) and of a 32x32x3 network (15 blocks, 128 planes, 32 output
+planes, batch 8), each on 1 and 2 threads, as two kinds of worker process started in turn
+(baseline, new, baseline, new, ...): `baseline` runs benchmarks/pinned_step.py (the step before
+issue 15) with glibc's default allocator, `new` runs today's `train_step` after the CLI's
+`keep_freed_memory()`. Both start from the same weights and draw the same batches, so their
+losses after the timed steps agree to float rounding (printed). The ratio is of the medians.
 
 Each variant runs the training loop's own pieces (`BatchSampler`, `wrap_for_training`,
 `train_step`, `update_ema`; Adam) on random CIFAR-shaped uint8 data, so data feeding (the
@@ -93,8 +104,111 @@ def run_variant(model_config: PixelCNNConfig, train_config: TrainConfig, images:
     return row
 
 
+PRESETS = {  # (model config, batch size, timed steps per worker)
+    "digits": (dict(channels=1, height=8, width=8, levels=17, blocks=5, filter_size=3, planes=32, output_planes=128),
+               32, 40),
+    "32x32": (dict(channels=3, height=32, width=32, levels=256, blocks=15, filter_size=3, planes=128,
+                   output_planes=32), 8, 4),
+}
+OPTIMIZER_OF_HEAD = {"categorical": "rmsprop", "quantile": "adam"}  # params.yaml's pixelcnn and pixeliqn
+
+
+def baseline_worker(kind: str, preset: str, head: str, threads: int, steps: int) -> dict:
+    """Time `steps` training steps (after 5 untimed ones) in this process: `kind` "baseline" (the
+    pinned step) or "new" (today's). Returns ms/step and the last loss."""
+    import pinned_step  # benchmarks/, beside this file
+
+    torch.set_num_threads(threads)
+    if kind == "new":
+        from aiqn.core.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    arch, batch_size, _ = PRESETS[preset]
+    config = PixelCNNConfig(head=head, **arch)
+    torch.manual_seed(0)
+    model = build_model(config)
+    ema = build_model(config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    name = OPTIMIZER_OF_HEAD[head]
+    images = np.random.default_rng(0).integers(0, config.levels, size=(512, config.channels, config.height,
+                                                                       config.width), dtype=np.uint8)
+    batches = BatchSampler(images, None, batch_size, torch.Generator().manual_seed(0), "cpu",
+                           draw_tau=head == "quantile")
+    if kind == "baseline":
+        optimizer = pinned_step.optimizer(model.parameters(), name, 1e-3)
+
+        def step():
+            batch = batches.draw()
+            loss = pinned_step.loss(model, batch.images, batch.tau, 0.002)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+    else:
+        optimizer = make_optimizer(model.parameters(), name, 1e-3)
+        train_config = TrainConfig(steps=1, batch_size=batch_size, optimizer=name, lr=1e-3, kappa=0.002)
+        step = lambda: train_step(model, optimizer, batches.draw(), train_config)  # noqa: E731
+    loss = None
+    for _ in range(5):
+        loss = step()
+        update_ema(ema, model, 0.995)
+    began = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+        update_ema(ema, model, 0.995)
+    return {"ms_per_step": (time.perf_counter() - began) / steps * 1000, "loss": float(loss)}
+
+
+def against_baseline(presets: list[str], heads: list[str], threads: list[int], rounds: int, json_path: str | None) -> None:
+    """Alternate baseline and new worker processes; print medians, spread, ratio and losses."""
+    import subprocess
+
+    print(f"command: {shlex.join(['python', *sys.argv])}")
+    print(f"machine: {platform.processor() or platform.machine()}; torch {torch.__version__}; {rounds} rounds of "
+          "(baseline, new) worker processes per row; ms/step median (min-max)", flush=True)
+    header = (f"{'size':<8}{'head':<13}{'threads':>7}{'baseline ms':>13}{'(min-max)':>15}{'new ms':>9}"
+              f"{'(min-max)':>15}{'speed-up':>10}{'loss baseline':>15}{'loss new':>11}")
+    print(header)
+    print("-" * len(header), flush=True)
+    rows = []
+    for preset, head, n_threads in itertools.product(presets, heads, threads):
+        steps = PRESETS[preset][2]
+        times: dict[str, list[float]] = {"baseline": [], "new": []}
+        losses: dict[str, float] = {}
+        for _ in range(rounds):
+            for kind in ("baseline", "new"):
+                out = subprocess.run([sys.executable, __file__, "--worker", kind, preset, head, str(n_threads),
+                                      str(steps)], check=True, capture_output=True, text=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                times[kind].append(result["ms_per_step"])
+                losses[kind] = result["loss"]
+        base, new = statistics.median(times["baseline"]), statistics.median(times["new"])
+        row = {"size": preset, "head": head, "threads": n_threads, "baseline_ms": base, "new_ms": new,
+               "speed_up": base / new, "baseline_times": times["baseline"], "new_times": times["new"],
+               "loss_baseline": losses["baseline"], "loss_new": losses["new"]}
+        rows.append(row)
+        spread = lambda t: f"({min(t):.1f}-{max(t):.1f})"  # noqa: E731
+        print(f"{preset:<8}{head:<13}{n_threads:>7}{base:>13.1f}{spread(times['baseline']):>15}{new:>9.1f}"
+              f"{spread(times['new']):>15}{base / new:>9.2f}x{losses['baseline']:>15.6f}{losses['new']:>11.6f}",
+              flush=True)
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump({"command": shlex.join(["python", *sys.argv]), "torch": torch.__version__, "rows": rows},
+                      handle, indent=2)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":  # one timed process of --against-baseline
+        kind, preset, head, threads, steps = sys.argv[2:7]
+        print(json.dumps(baseline_worker(kind, preset, head, int(threads), int(steps))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against-baseline", action="store_true",
+                        help="time today's CPU step against benchmarks/pinned_step.py (see the docstring)")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5, help="(baseline, new) process pairs per row")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--heads", nargs="+", default=["categorical", "quantile"], choices=["categorical", "quantile"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
@@ -115,6 +229,9 @@ def main() -> None:
     parser.add_argument("--dataset-size", type=int, default=50_000, help="random uint8 images to draw batches from")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
+    if args.against_baseline:
+        against_baseline(args.presets, args.heads, args.threads, args.rounds, args.json)
+        return
 
     device = resolve_device(args.device)
     images = np.random.default_rng(0).integers(0, args.levels, size=(args.dataset_size, args.channels, args.size,

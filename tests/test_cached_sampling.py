@@ -39,13 +39,14 @@ def make(channels, head, filter_size, conditioned, dtype, batch=4):
 
 
 def full_network_layers(model, images, noise, conditioning, dtype):
-    """Every block's (v, h, running skip sum) and the head output of one full forward pass."""
+    """Every block's (v, h, running skip sum) and the head output of one full forward pass (the
+    reference path, whose blocks are module calls; `forward` equals it: test_network_paths)."""
     captured = []
     hooks = [block.register_forward_hook(lambda _m, _i, out: captured.append(out)) for block in model.blocks]
     cond = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in conditioning.items()}
     tau = noise.to(dtype) if model.config.head == "quantile" else None
     with torch.no_grad():
-        out = model(to_unit(images, LEVELS).to(dtype), tau, **cond)
+        out = model.forward_reference(to_unit(images, LEVELS).to(dtype), tau, **cond)
     for hook in hooks:
         hook.remove()
     skips = torch.cumsum(torch.stack([skip for _, _, skip in captured]), dim=0)

@@ -16,6 +16,7 @@ import sys
 
 import torch
 
+from aiqn.core.allocator import keep_freed_memory
 from aiqn.methods import method_names
 from aiqn.pipeline import verbs as shared_verbs
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # a small network's step page-faults its activations in again otherwise
     try:
         args.func(args)
     except Exception as error:

@@ -32,18 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from aiqn.nets import GatedPixelCNN, to_unit
-from aiqn.nets.layers import GatedBlock, gate, group_ids
+from aiqn.nets.layers import GatedBlock, gate, group_ids, tap_matrix
 from aiqn.nets.draws import choose_level, keep_known, start_images
-
-
-def _masked_weight(conv) -> torch.Tensor:
-    return conv.weight * conv.mask if hasattr(conv, "mask") else conv.weight
 
 
 def _matrix(conv) -> torch.Tensor:
     """A 1x1 (or 1 x w) convolution's (masked) weight as an (in, out) matrix for x @ W."""
-    weight = _masked_weight(conv)  # (out, in, 1, w)
-    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t().contiguous()  # (w*in, out)
+    return tap_matrix(conv).t().contiguous()  # (w*in, out), rows ordered (tap, in)
 
 
 class _BlockWeights:

@@ -17,8 +17,17 @@ The two stacks remove the PixelCNN blind spot:
          [0 0 0]]  <- the shift removes
                       the pixel's own row
 
-NOTE: masks are applied as `F.conv2d(x, weight * mask)`; weights are never changed in place,
+NOTE: masks are applied as `weight * mask` at every call; weights are never changed in place,
 so optimizers and EMA see the true parameters.
+
+Two implementations compute the same block (tested equal to float rounding):
+- `GatedBlock.forward`: the reference, on (B, C, H, W) maps with one convolution per term, as
+  the paper writes it; `GatedPixelCNN.forward_reference` and the density code use it.
+- `GatedBlock.forward_rows`: the training path, on (B, H, W, C) maps. Each stack is one matrix
+  product over its taps gathered side by side (im2col by slicing), and the horizontal stack's
+  product also takes the shifted vertical features and tau, so v->h, h and tau_h are one GEMM.
+  On small images this runs ~1.3-1.5x faster on a CPU than per-term convolutions
+  (benchmarks/training_speed.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -48,9 +57,28 @@ class MaskedConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, mask: torch.Tensor, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, **kwargs)
         self.register_buffer("mask", mask.expand_as(self.weight).clone())
+        self.mask_is_trivial = bool(self.mask.all())  # all ones (a 1-colour type B mask): skip the product
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight if self.mask_is_trivial else self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, self.masked_weight(), self.bias, self.stride, self.padding, self.dilation)
+
+
+def tap_matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """A convolution's (masked) weight (out, in, kh, kw) as an (out, kh*kw*in) matrix whose columns
+    follow (row tap, column tap, input plane): the order of taps gathered side by side from
+    (B, H, W, in) maps, so that `conv(x)` equals `gathered @ tap_matrix(conv).t()`."""
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def gather_taps(x: torch.Tensor, rows: int, cols: int) -> list[torch.Tensor]:
+    """Views (B, H, W, C) of a padded map (B, H+rows-1, W+cols-1, C), one per tap, row taps
+    outer: concatenated on the last axis they are the im2col of a rows x cols kernel."""
+    H, W = x.shape[1] - rows + 1, x.shape[2] - cols + 1
+    return [x[:, i:i + H, j:j + W, :] for i in range(rows) for j in range(cols)]
 
 
 def colour_masked_1x1(in_groups: torch.Tensor, out_groups: torch.Tensor, include_self: bool = True) -> MaskedConv2d:
@@ -158,6 +186,52 @@ class GatedBlock(nn.Module):
         if class_onehot is not None and self.class_v is not None:
             total = total + getattr(self, f"class_{stack}")(class_onehot)[:, :, None, None]
         return total
+
+    def forward_rows(self, v, h, tau=None, cond_map=None, class_onehot=None, need_v: bool = True,
+                     need_h: bool = True):
+        """The training path of `forward` on (B, H, W, planes) maps (tau, cond_map (B, H, W, *)).
+
+        Returns (v', h', gated): v' and h' (B, H, W, P), or None where `need_v` / `need_h` is
+        False (the last block's are never read); gated (B*H*W, P) is the horizontal gate's output,
+        which the model sends through all blocks' skip convolutions in one product.
+        """
+        B, H, W, cin = v.shape
+        rows, P2, half = B * H * W, self.v_conv.out_channels, self.filter_size // 2
+        # vertical stack: rows r-half..r of the padded map, then one GEMM
+        v_taps = gather_taps(F.pad(v, (0, 0, half, half, half, 0)), half + 1, self.filter_size)
+        v_pre = torch.addmm(self.v_conv.bias, torch.cat(v_taps, dim=-1).view(rows, -1),
+                            tap_matrix(self.v_conv).t())  # (rows, 2P), before conditioning
+        # horizontal stack: its own taps, the vertical features shifted one row down and tau in one GEMM
+        parts = gather_taps(F.pad(h, (0, 0, half, 0)), 1, half + 1)
+        weights = [tap_matrix(self.h_conv)]
+        parts.append(F.pad(v_pre.view(B, H, W, P2), (0, 0, 0, 0, 1, 0))[:, :-1])  # shift_down
+        weights.append(tap_matrix(self.v_to_h))
+        bias = self.h_conv.bias + self.v_to_h.bias
+        v_in = v_pre
+        if tau is not None and self.tau_v is not None:
+            parts.append(tau)
+            weights.append(tap_matrix(self.tau_h))
+            bias = bias + self.tau_h.bias
+            if need_v:
+                v_in = torch.addmm(v_in, tau.reshape(rows, -1), tap_matrix(self.tau_v).t())
+        if cond_map is not None and self.cond_v is not None:
+            parts.append(cond_map)
+            weights.append(tap_matrix(self.cond_h))
+            if need_v:
+                v_in = torch.addmm(v_in, cond_map.reshape(rows, -1), tap_matrix(self.cond_v).t())
+        h_pre = torch.addmm(bias, torch.cat(parts, dim=-1).view(rows, -1), torch.cat(weights, dim=1).t())
+        if class_onehot is not None and self.class_v is not None:  # one term per image, broadcast over pixels
+            h_pre = (h_pre.view(B, H * W, P2) + self.class_h(class_onehot)[:, None]).view(rows, P2)
+            if need_v:
+                v_in = (v_in.view(B, H * W, P2) + self.class_v(class_onehot)[:, None]).view(rows, P2)
+        gated = gate(h_pre)  # (rows, P)
+        v_out = gate(v_in).view(B, H, W, -1) if need_v else None
+        h_out = None
+        if need_h:
+            h_out = gated if self.residual is None else torch.addmm(
+                self.residual.bias, gated, tap_matrix(self.residual).t()) + h.reshape(rows, -1)
+            h_out = h_out.view(B, H, W, -1)
+        return v_out, h_out, gated
 
     def forward(self, v, h, tau=None, cond_map=None, class_onehot=None):
         """(v, h) -> (v', h', skip); all maps (B, planes, H, W) except skip (B, skip_planes, H, W)."""

@@ -37,12 +37,15 @@ def huber_quantile_loss(target: torch.Tensor, prediction: torch.Tensor, tau: tor
 def categorical_nll(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Cross-entropy in nats per pixel-channel.
 
-    logits: (B, C, L, H, W); images: (B, C, H, W) integer levels. Returns (B, C, H, W).
+    logits: (B, C, L, H, W); images: (B, C, H, W) integer levels. Returns (B, C, H, W) (a view).
+    The levels axis is brought last in (B, H, W, C, L) order, which is how `GatedPixelCNN.forward`
+    lays its logits out in memory, so no copy is made for them.
     """
     B, C, L, H, W = logits.shape
-    flat = logits.permute(0, 1, 3, 4, 2).reshape(-1, L)  # (B*C*H*W, L)
-    nll = F.cross_entropy(flat, images.reshape(-1).long(), reduction="none")
-    return nll.view(B, C, H, W)
+    flat = logits.permute(0, 3, 4, 1, 2).reshape(-1, L)  # (B*H*W*C, L)
+    targets = images.permute(0, 2, 3, 1).reshape(-1).long()  # (B*H*W*C,)
+    nll = F.cross_entropy(flat, targets, reduction="none")
+    return nll.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
 def nats_to_bits_per_dim(nats_per_dim: float | torch.Tensor) -> float | torch.Tensor:

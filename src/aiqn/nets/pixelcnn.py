@@ -20,7 +20,7 @@ from torch import nn
 
 from aiqn.nets.shape import ImageShape
 from aiqn.nets.heads import CategoricalHead, QuantileHead
-from aiqn.nets.layers import GatedBlock, colour_masked_1x1, group_ids
+from aiqn.nets.layers import GatedBlock, colour_masked_1x1, group_ids, tap_matrix
 
 HEADS = ("categorical", "quantile")
 
@@ -107,7 +107,8 @@ class GatedPixelCNN(nn.Module):
         else:
             self.head = QuantileHead(config.output_planes, C)
 
-    def forward(self, x, tau=None, cond_map=None, class_labels=None):
+    def _inputs(self, x, tau, class_labels):
+        """tau rescaled to [-1, 1] and the one-hot classes, checked against the config."""
         cfg = self.config
         if cfg.head == "quantile":
             if tau is None:
@@ -118,6 +119,38 @@ class GatedPixelCNN(nn.Module):
             if class_labels is None:
                 raise ValueError("a class-conditional model needs class_labels")
             class_onehot = F.one_hot(class_labels, cfg.num_classes).to(x.dtype)
+        return tau, class_onehot
+
+    def forward(self, x, tau=None, cond_map=None, class_labels=None):
+        """The network on (B, H, W, C) maps and matrix products (`GatedBlock.forward_rows`);
+        equal to `forward_reference` up to float rounding. Outputs are views in the documented
+        (B, C, L, H, W) / (B, C, H, W) shapes over (B, H, W, C, L) / (B, H, W, C) memory."""
+        cfg = self.config
+        tau, class_onehot = self._inputs(x, tau, class_labels)
+        B, C, H, W = x.shape
+        rows = lambda t: None if t is None else t.permute(0, 2, 3, 1)  # (B, *, H, W) -> (B, H, W, *)
+        tau, cond_map = rows(tau), rows(cond_map)
+        v = h = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C)
+        gated = []
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1  # its v and h outputs feed nothing
+            v, h, g = block.forward_rows(v, h, tau, cond_map, class_onehot, need_v=not last, need_h=not last)
+            gated.append(g)
+        # every block's skip convolution at once: [g_1 .. g_n] (B*H*W, n*P) @ [S_1 .. S_n]^T
+        skip_matrix = torch.cat([tap_matrix(block.skip) for block in self.blocks], dim=1)  # (out, n*P)
+        skip_bias = torch.stack([block.skip.bias for block in self.blocks]).sum(0)
+        skips = torch.addmm(skip_bias, torch.cat(gated, dim=1), skip_matrix.t())
+        features = F.relu(F.linear(F.relu(skips), tap_matrix(self.output_conv), self.output_conv.bias))
+        out = F.linear(features, tap_matrix(self.head.proj), self.head.proj.bias)  # (B*H*W, C*L) or (B*H*W, C)
+        if cfg.head == "categorical":
+            return out.view(B, H, W, C, cfg.levels).permute(0, 3, 4, 1, 2)  # (B, C, L, H, W)
+        return out.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+    def forward_reference(self, x, tau=None, cond_map=None, class_labels=None):
+        """The network as the paper writes it: one convolution per term on (B, C, H, W) maps
+        (`GatedBlock.forward`). The test oracle for `forward`, and the path whose per-block
+        calls `aiqn.methods.pixeliqn.density` records."""
+        tau, class_onehot = self._inputs(x, tau, class_labels)
         v = h = x
         skips = 0.0
         for block in self.blocks:

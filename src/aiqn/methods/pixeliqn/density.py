@@ -164,7 +164,7 @@ def _context(model: GatedPixelCNN, x: torch.Tensor, tau: torch.Tensor, cond_map,
         hooks.append(block.register_forward_pre_hook(lambda _m, args: calls.append(args)))
         hooks.append(block.v_to_h.register_forward_hook(lambda _m, _i, out: v2h.append(out)))
     try:
-        out = model(x, tau, cond_map, class_labels)
+        out = model.forward_reference(x, tau, cond_map, class_labels)
     finally:
         for hook in hooks:
             hook.remove()
