@@ -14,8 +14,6 @@ import importlib
 import logging
 import sys
 
-import torch
-
 from aiqn.core.allocator import keep_freed_memory
 from aiqn.methods import method_names
 from aiqn.pipeline import verbs as shared_verbs
@@ -45,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
+        import torch  # here, not above: verbs that only read tables and JSON never load torch (~3 s)
+
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # a small network's step page-faults its activations in again otherwise
     try:

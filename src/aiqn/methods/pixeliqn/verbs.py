@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aiqn.core.device import resolve_device
 from aiqn.core.environment import environment
@@ -91,6 +90,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
+    import torch
+
     from aiqn.nets.sampling import generate
     from aiqn.core.checkpoint import load_checkpoint
     from aiqn.nets import model_from_checkpoint
@@ -148,6 +149,8 @@ def cmd_class_grid(args) -> None:
 
 
 def cmd_inpaint(args) -> None:
+    import torch
+
     from aiqn.data import load_split
     from aiqn.methods.pixeliqn.inpainting import inpaint, masked_input, top_rows_mask
     from aiqn.report import plot_inpainting
