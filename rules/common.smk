@@ -191,7 +191,7 @@ def all_reports():
 # keeps its files under results/<section>/, state/<section>/ and logs/<section>/. What they take
 # from the AIQN rules, besides prepare_data's splits and the feature extractor:
 #   vae, cqf  real_data_metrics(): evaluate_real's score of the test split, their tables' floor row;
-#             they score samples with the shared `evaluate` verb, as evaluate_checkpoint does
+#             they score samples with the shared `evaluate` verb, as the score_<dataset>_<model> rules do
 #   agave     pixelcnn_train_shell(): its matched baselines are trained by the PixelCNN method's
 #             `train` verb (the one rules/train.smk runs)
 

@@ -76,7 +76,7 @@ rule sample_cqf:
         " --batch-size {params.batch_size} {params.noise} --device {params.device} --out {output.samples} > {log} 2>&1"
 
 
-# The shared `evaluate` verb (as evaluate_checkpoint): the same FID / IS, labels and provenance record; for a CQF
+# The shared `evaluate` verb (as the score_<dataset>_<model> rules): the same FID / IS, labels and provenance record; for a CQF
 # checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
 rule evaluate_cqf:
     input:

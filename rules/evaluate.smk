@@ -1,5 +1,6 @@
-# Evaluation: reference statistics once per (dataset, extractor, N); FID / IS (and bits/dim)
-# per checkpoint; the real test split against the same reference as the floor. The extractor
+# Evaluation: reference statistics once per (dataset, extractor, N); the real test split against
+# the same reference as the floor. Each checkpoint's FID / IS (and bits/dim) is scored by the
+# job that samples it (rules/score.smk). The extractor
 # (evaluation.extractor) is the pipeline's classifier or Inception-v3; its file is an input of
 # every rule here, so new weights re-score everything.
 
@@ -26,39 +27,6 @@ rule reference_stats:
         " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --data {input.data} --n {wildcards.n} --seed {params.seed} --out {output}"
         " > {log} 2>&1"
-
-
-rule evaluate_checkpoint:
-    input:
-        samples=rules.sample.output.samples,
-        checkpoint="results/runs/{dataset}/{model}/ckpt_{step}.pt",
-        extractor=lambda w: extractor_path(w.dataset),
-        reference=lambda w: reference_path(w.dataset),
-        test=rules.prepare_data.output.test,
-        dataset_meta=rules.prepare_data.output.meta,
-        samples_meta=rules.sample.output.meta,
-    output:
-        "results/metrics/{dataset}/{model}/{step}.json",
-    params:
-        splits=config["evaluation"]["is_splits"],
-        final=lambda w: "--final" if w.step == final_step(w.dataset, w.model) else "",
-        name=lambda w: extractor_name(w.dataset),
-        kind=extractor_kind(),
-        batch_size=config["evaluation"]["batch_size"],
-        device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/evaluate/{dataset}/{model}/{step}.log",
-    shell:
-        "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {wildcards.model}"
-        " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
-        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
-        " --device {params.device} --reference {input.reference} --test {input.test}"
-        " --dataset-meta {input.dataset_meta} --splits {params.splits} {params.final}"
-        " --wildcards dataset={wildcards.dataset},model={wildcards.model},step={wildcards.step}"
-        " --out {output} > {log} 2>&1"
 
 
 rule evaluate_real:

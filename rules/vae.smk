@@ -77,7 +77,7 @@ rule sample_vae:
         " --out {output.samples} > {log} 2>&1"
 
 
-# The shared `evaluate` verb (as evaluate_checkpoint): the same FID / IS, labels and provenance record.
+# The shared `evaluate` verb (as the score_<dataset>_<model> rules): the same FID / IS, labels and provenance record.
 rule evaluate_vae:
     input:
         samples=rules.sample_vae.output.samples,

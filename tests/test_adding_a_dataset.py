@@ -125,8 +125,8 @@ def test_a_new_dataset_added_by_the_guide_runs_end_to_end(tmp_path):
     dry = run(repo, "-m", "snakemake", "--profile", "profiles/ci", "--dry-run", timeout=120)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     planned = dry.stdout + dry.stderr
-    for rule in ("prepare_data", "train_classifier", "train_tinyphotos_pixelcnn", "train_tinyphotos_pixeliqn", "sample",
-                 "reference_stats", "evaluate_checkpoint", "evaluate_real", "table1", "figures"):
+    for rule in ("prepare_data", "train_classifier", "train_tinyphotos_pixelcnn", "train_tinyphotos_pixeliqn",
+                 "score_tinyphotos_pixelcnn", "score_tinyphotos_pixeliqn", "reference_stats", "evaluate_real", "table1", "figures"):
         assert rule in planned, rule
     assert "dataset=tinyphotos" in planned and "dataset=digits" not in planned and "dataset=photos32" not in planned
 

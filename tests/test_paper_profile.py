@@ -71,7 +71,7 @@ def test_multi_gpu_models_run_under_torchrun_and_declare_their_gpus(dry_run):
     assert "torchrun --standalone --nproc_per_node 8 -m aiqn" in commands["imagenet32/pixelcnn_large"]
     assert "torchrun" not in commands["cifar10/pixelcnn"]
     assert re.search(r"rule train_imagenet32_pixeliqn_large:(?:\n .*)*\n\s+resources: .*gpu=8", dry_run)
-    assert re.search(r"rule sample:(?:\n .*)*\n\s+resources: .*gpu=1", dry_run)
+    assert re.search(r"rule score_cifar10_pixeliqn:(?:\n .*)*\n\s+resources: .*gpu=1", dry_run)
 
 
 def test_evaluation_uses_inception_on_10000_samples_and_tracks_raw_data(dry_run):

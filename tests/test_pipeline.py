@@ -51,7 +51,7 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         assert set(arrays["labels"].tolist()) == set(range(10))  # PixelIQN*: labels drawn uniformly
     for step in ("0000050", "0000150"):  # several checkpoints are evaluated (Figure 4)
         assert (ci_run / f"results/metrics/digits/pixelcnn/{step}.json").exists()
-    for log in ("logs/train/digits/pixelcnn.log", "logs/sample/digits/pixeliqn/0000150.log"):
+    for log in ("logs/train/digits/pixelcnn.log", "logs/score/digits/pixeliqn.log"):
         assert (ci_run / log).stat().st_size > 0
 
 
@@ -105,7 +105,7 @@ def test_every_table1_cell_has_a_complete_provenance_record(ci_run):
     assert iqn["samples"]["n"] == 100 and iqn["samples"]["seed"] == 1
     assert iqn["reference"]["n"] == 300 and iqn["reference"]["extractor"] == "digits-classifier"
     assert iqn["config"]["model"]["head"] == "quantile" and iqn["config"]["train"]["steps"] == 150
-    assert iqn["rule"] == {"name": "evaluate_checkpoint", "wildcards": {"dataset": "digits", "model": "pixeliqn",
+    assert iqn["rule"] == {"name": "score_digits_pixeliqn", "wildcards": {"dataset": "digits", "model": "pixeliqn",
                                                                           "step": "0000150"}}
     assert iqn["dataset"]["raw"][0]["locator"] == "sklearn:datasets/data/digits.csv.gz"
     assert set(iqn["environment"]["packages"]) >= {"torch", "snakemake", "dvc"}
@@ -118,7 +118,7 @@ def test_provenance_command_prints_the_chain(ci_run):
     result = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID", "--dataset", "digits")
     assert result.returncode == 0, result.stderr
     for expected in ("results/runs/digits/pixeliqn/ckpt_0000150.pt", "results/samples/digits/pixeliqn/0000150.npz",
-                     "step 150, ema weights", "digits-classifier", "evaluate_checkpoint", "git "):
+                     "step 150, ema weights", "digits-classifier", "score_digits_pixeliqn", "git "):
         assert expected in result.stdout
     as_json = aiqn(ci_run, "provenance", "table1", "--row", "pixelcnn", "--metric", "bits/dim", "--dataset", "digits",
                    "--json")

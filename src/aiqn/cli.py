@@ -34,12 +34,38 @@ def build_parser() -> argparse.ArgumentParser:
     shared_verbs.add_verbs(verb)
     for name in method_names():
         importlib.import_module(f"aiqn.methods.{name}.verbs").add_verbs(verb)
+    chain = verb("chain", None, f"run several verbs in one process, separated by {CHAIN_SEPARATOR!r} "
+                 "(one interpreter and one torch import for all: rules/score.smk)")
+    chain.add_argument("calls", nargs=argparse.REMAINDER, help=f"VERB ARGS [{CHAIN_SEPARATOR} VERB ARGS ...]")
     return parser
 
 
+CHAIN_SEPARATOR = "::"
+
+
+def chained_calls(parser: argparse.ArgumentParser, tokens: list[str]) -> list[argparse.Namespace]:
+    """The verb calls of `chain`, each parsed like a command line of its own (all before any runs,
+    so a typo in the last call fails before the first does any work)."""
+    calls, current = [], []
+    for token in [*tokens, CHAIN_SEPARATOR]:
+        if token != CHAIN_SEPARATOR:
+            current.append(token)
+            continue
+        if current:
+            call = parser.parse_args(current)
+            if call.verb == "chain":
+                parser.error("chain: a chained call cannot be another chain")
+            calls.append(call)
+        current = []
+    if not calls:
+        parser.error(f"chain: no verb given (VERB ARGS [{CHAIN_SEPARATOR} VERB ARGS ...])")
+    return calls
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and run one verb."""
-    args = build_parser().parse_args(argv)
+    """Parse the command line and run one verb (or, with `chain`, several in turn)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -47,13 +73,17 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # a small network's step page-faults its activations in again otherwise
-    try:
-        args.func(args)
-    except Exception as error:
-        if not isinstance(error, _user_errors()):
-            raise
-        print(f"aiqn {args.verb}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    calls = chained_calls(parser, args.calls) if args.verb == "chain" else [args]
+    for index, call in enumerate(calls, 1):
+        if len(calls) > 1:
+            logging.getLogger("aiqn").info("chain: call %d of %d: %s", index, len(calls), call.verb)
+        try:
+            call.func(call)
+        except Exception as error:
+            if not isinstance(error, _user_errors()):
+                raise
+            print(f"aiqn {call.verb}: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

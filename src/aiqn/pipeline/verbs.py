@@ -235,7 +235,7 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
-    p.add_argument("--rule", default="evaluate_checkpoint", help="the calling rule, for the provenance record")
+    p.add_argument("--rule", default="evaluate", help="the calling rule, for the provenance record")
     p.add_argument("--importance-samples", type=int, default=1,
                    help="likelihood bounds (CQF): K posterior samples (1: the ELBO, >1: importance-weighted)")
     p.add_argument("--bpd-seed", type=int, default=0, help="likelihood bounds (CQF): seed of their random draws")

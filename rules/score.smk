@@ -1,0 +1,63 @@
+# Sampling and scoring: N images from the EMA weights of every kept checkpoint of a (dataset,
+# model), with the cached sampler by default, and each checkpoint's FID / IS (and bits/dim) on
+# them. One job per (dataset, model) runs every `sample` and `evaluate` call of that model in one
+# process (`aiqn chain`): a job per call paid the interpreter and torch start-up (~3 s) 32 times
+# on the default run instead of 4 (docs/benchmarks.md). Batches are written as shards under
+# state/samples/... (not a rule output), so an interrupted job redraws only the missing shards
+# when it is run again.
+
+
+def score_calls(dataset, model):
+    """The chained `sample` and `evaluate` calls of every checkpoint of (dataset, model)."""
+    sampling, evaluation = config["sampling"], config["evaluation"]
+    calls = []
+    for step in checkpoint_steps(dataset, model):
+        ckpt = f"results/runs/{dataset}/{model}/ckpt_{step}.pt"
+        samples = f"results/samples/{dataset}/{model}/{step}.npz"
+        calls.append(
+            f"sample --checkpoint {ckpt} --n {sampling['n_samples']} --batch-size {sampling['batch_size']}"
+            f" --seed {sampling['seed']} --method {sampling['method']}"
+            f" --shard-dir state/samples/{dataset}/{model}/{step} --device {config['device']} --out {samples}"
+            " --no-progress")
+        calls.append(
+            f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
+            f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
+            f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
+            f" --device {config['device']} --reference {reference_path(dataset)}"
+            f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
+            f" --splits {evaluation['is_splits']}{' --final' if step == final_step(dataset, model) else ''}"
+            f" --rule {score_rule_name(dataset, model)} --wildcards dataset={dataset},model={model},step={step}"
+            f" --out results/metrics/{dataset}/{model}/{step}.json")
+    return " :: ".join(calls)
+
+
+def score_rule_name(dataset, model):
+    return f"score_{dataset}_{model}".replace("-", "_")
+
+
+# One rule per (dataset, model), like training (rules/train.smk): its outputs are that model's
+# checkpoint steps, which a wildcard rule could not list.
+for _dataset, _model in run_pairs():
+
+    rule:
+        name:
+            score_rule_name(_dataset, _model)
+        input:
+            checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
+            extractor=extractor_path(_dataset),
+            reference=reference_path(_dataset),
+            test=f"data/processed/{_dataset}/test.npz",
+            dataset_meta=f"data/processed/{_dataset}/meta.json",
+        output:
+            samples=[f"results/samples/{_dataset}/{_model}/{s}.npz" for s in checkpoint_steps(_dataset, _model)],
+            samples_meta=[f"results/samples/{_dataset}/{_model}/{s}.npz.json" for s in checkpoint_steps(_dataset, _model)],
+            metrics=[f"results/metrics/{_dataset}/{_model}/{s}.json" for s in checkpoint_steps(_dataset, _model)],
+        params:
+            calls=score_calls(_dataset, _model),
+        threads: 1
+        resources:
+            gpu=1 if uses_gpu() else 0,
+        log:
+            f"logs/score/{_dataset}/{_model}.log",
+        shell:
+            "{PYTHON} --threads {threads} chain {params.calls} > {log} 2>&1"
