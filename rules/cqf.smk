@@ -4,8 +4,8 @@
 # between the decoder's feature space and the pixels):
 #   train_cqf     -> results/cqf/{dataset}/{variant}/ckpt_<steps>.pt, train_log.csv, config.json, train.json
 #                    (resumable state in state/cqf/{dataset}/{variant}/, never a rule output)
-#   sample_cqf    -> results/cqf/{dataset}/samples/{variant}.npz (+ .npz.json): G(z), EMA weights
-#   evaluate_cqf  -> results/cqf/{dataset}/metrics/{variant}.json: FID / IS by the `evaluate` verb (same
+#   score_cqf     -> (one process, `aiqn chain`) results/cqf/{dataset}/samples/{variant}.npz (+ .npz.json):
+#                    G(z), EMA weights; and results/cqf/{dataset}/metrics/{variant}.json: FID / IS by the `evaluate` verb (same
 #                    extractor, reference statistics, labels and provenance as Table 1) and, for vae, cq
 #                    and cqf, bits/dim on the test split (eq. 6 bound with the flow's log-determinant)
 #   cqf_table1    -> reports/tables/cqf_table1.{csv,md,tex}, reports/provenance/cqf_table1.json
@@ -48,50 +48,29 @@ rule train_cqf:
         " --no-progress > {log} 2>&1"
 
 
-rule sample_cqf:
-    input:
-        checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant),
-    output:
-        samples=method_samples("cqf", "{dataset}", "{variant}"),
-        meta=method_samples("cqf", "{dataset}", "{variant}") + ".json",
-    wildcard_constraints:
-        variant="|".join(CQF_VARIANTS),
-    params:
-        n=config["sampling"]["n_samples"],
-        seed=config["sampling"]["seed"],
-        batch_size=config["sampling"]["batch_size"],
-        # the full density model's noise is off by default (and never for gan, which has none)
-        noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"]
-                         and w.variant != "gan" else ""),
-        device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/cqf/sample/{dataset}/{variant}.log",
-    benchmark:
-        "logs/cqf/bench/sample_{dataset}_{variant}.tsv"
-    shell:
-        "{PYTHON} --threads {threads} sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
-        " --batch-size {params.batch_size} {params.noise} --device {params.device} --out {output.samples} > {log} 2>&1"
-
-
-# The shared `evaluate` verb (as the score_<dataset>_<model> rules): the same FID / IS, labels and provenance record; for a CQF
+# Sampling and scoring of a variant in one process (`aiqn chain`, as rules/score.smk): `sample-cqf`, then
+# the shared `evaluate` verb: the same FID / IS, labels and provenance record as Table 1's; for a CQF
 # checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
-rule evaluate_cqf:
+rule score_cqf:
     input:
-        samples=rules.sample_cqf.output.samples,
-        samples_meta=rules.sample_cqf.output.meta,
         checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        "results/cqf/{dataset}/metrics/{variant}.json",
+        samples=method_samples("cqf", "{dataset}", "{variant}"),
+        meta=method_samples("cqf", "{dataset}", "{variant}") + ".json",
+        metrics="results/cqf/{dataset}/metrics/{variant}.json",
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
+        n=config["sampling"]["n_samples"],
+        seed=config["sampling"]["seed"],
+        sample_batch_size=config["sampling"]["batch_size"],
+        # the full density model's noise is off by default (and never for gan, which has none)
+        noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"]
+                         and w.variant != "gan" else ""),
         splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
@@ -103,17 +82,20 @@ rule evaluate_cqf:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/cqf/evaluate/{dataset}/{variant}.log",
+        "logs/cqf/score/{dataset}/{variant}.log",
     benchmark:
-        "logs/cqf/bench/evaluate_{dataset}_{variant}.tsv"
+        "logs/cqf/bench/score_{dataset}_{variant}.tsv"
     shell:
-        "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {wildcards.variant}"
-        " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
+        "{PYTHON} --threads {threads} chain"
+        " sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
+        " --batch-size {params.sample_batch_size} {params.noise} --device {params.device} --out {output.samples}"
+        " :: evaluate --dataset {wildcards.dataset} --model {wildcards.variant}"
+        " --samples {output.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
         " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --reference {input.reference} --test {input.test}"
-        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule evaluate_cqf"
+        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule score_cqf"
         " --importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}"
-        " --wildcards dataset={wildcards.dataset},variant={wildcards.variant} --out {output} > {log} 2>&1"
+        " --wildcards dataset={wildcards.dataset},variant={wildcards.variant} --out {output.metrics} > {log} 2>&1"
 
 
 rule cqf_table1:

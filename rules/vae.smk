@@ -52,46 +52,26 @@ rule train_vae:
         " --no-progress > {log} 2>&1"
 
 
-rule sample_vae:
+# Sampling and scoring of a row in one process (`aiqn chain`, as rules/score.smk): `sample-vae`,
+# then the shared `evaluate` verb: the same FID / IS, labels and provenance record as Table 1's.
+rule score_vae:
     input:
-        checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
-    output:
-        samples=method_samples("vae", "{dataset}", "{row}"),
-        meta=method_samples("vae", "{dataset}", "{row}") + ".json",
-    wildcard_constraints:
-        row="|".join(VAE_ROWS),
-    params:
-        latents=lambda w: VAE_ROWS[w.row].latents,
-        n=config["sampling"]["n_samples"],
-        seed=config["sampling"]["seed"],
-        batch_size=config["sampling"]["batch_size"],
-        device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/vae/sample/{dataset}/{row}.log",
-    shell:
-        "{PYTHON} --threads {threads} sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
-        " --n {params.n} --seed {params.seed} --batch-size {params.batch_size} --device {params.device}"
-        " --out {output.samples} > {log} 2>&1"
-
-
-# The shared `evaluate` verb (as the score_<dataset>_<model> rules): the same FID / IS, labels and provenance record.
-rule evaluate_vae:
-    input:
-        samples=rules.sample_vae.output.samples,
-        samples_meta=rules.sample_vae.output.meta,
         checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        "results/vae/{dataset}/metrics/{row}.json",
+        samples=method_samples("vae", "{dataset}", "{row}"),
+        meta=method_samples("vae", "{dataset}", "{row}") + ".json",
+        metrics="results/vae/{dataset}/metrics/{row}.json",
     wildcard_constraints:
         row="|".join(VAE_ROWS),
     params:
+        latents=lambda w: VAE_ROWS[w.row].latents,
+        n=config["sampling"]["n_samples"],
+        seed=config["sampling"]["seed"],
+        sample_batch_size=config["sampling"]["batch_size"],
         model=lambda w: VAE_ROWS[w.row].name,
         splits=config["evaluation"]["is_splits"],
         name=lambda w: extractor_name(w.dataset),
@@ -102,14 +82,18 @@ rule evaluate_vae:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/vae/evaluate/{dataset}/{row}.log",
+        "logs/vae/score/{dataset}/{row}.log",
     shell:
-        "{PYTHON} --threads {threads} evaluate --dataset {wildcards.dataset} --model {params.model:q}"
-        " --samples {input.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
+        "{PYTHON} --threads {threads} chain"
+        " sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
+        " --n {params.n} --seed {params.seed} --batch-size {params.sample_batch_size} --device {params.device}"
+        " --out {output.samples}"
+        " :: evaluate --dataset {wildcards.dataset} --model {params.model:q}"
+        " --samples {output.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
         " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --reference {input.reference} --test {input.test}"
-        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule evaluate_vae"
-        " --wildcards dataset={wildcards.dataset},row={wildcards.row} --out {output} > {log} 2>&1"
+        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule score_vae"
+        " --wildcards dataset={wildcards.dataset},row={wildcards.row} --out {output.metrics} > {log} 2>&1"
 
 
 rule aiqn_vae:

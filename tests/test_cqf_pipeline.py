@@ -40,7 +40,7 @@ def evaluate_args(variant: str, extractor: list[str], reference: str, data: str,
     return ["evaluate", *extractor, "--dataset", "digits", "--model", variant,
             "--samples", f"results/cqf/digits/samples/{variant}.npz", "--checkpoint", f"results/cqf/digits/{variant}/{CKPT}",
             "--reference", reference, "--test", f"{data}/test.npz", "--dataset-meta", f"{data}/meta.json",
-            "--splits", "2", "--final", "--rule", "evaluate_cqf", "--importance-samples", str(k), "--bpd-seed", "0",
+            "--splits", "2", "--final", "--rule", "score_cqf", "--importance-samples", str(k), "--bpd-seed", "0",
             "--wildcards", f"dataset=digits,variant={variant}", "--out", out]
 
 
@@ -123,7 +123,7 @@ def test_metric_files_name_extractor_counts_bound_and_split(run):
         assert labels == expected
         provenance = record["provenance"]
         assert missing_fields({**provenance, "metrics_file": {"path": "x"}}) == []
-        assert provenance["rule"] == {"name": "evaluate_cqf", "wildcards": {"dataset": "digits", "variant": variant}}
+        assert provenance["rule"] == {"name": "score_cqf", "wildcards": {"dataset": "digits", "variant": variant}}
         assert provenance["checkpoint"]["path"] == f"results/cqf/digits/{variant}/{CKPT}"
         assert provenance["config"]["train"]["variant"] == variant
 
@@ -156,7 +156,7 @@ def test_table_rows_paper_section_and_provenance_command(run, capsys):
         os.chdir(cwd)
     text = capsys.readouterr().out
     for expected in (f"results/cqf/digits/cqf/{CKPT}", "results/cqf/digits/samples/cqf.npz", "flow_checkerboard_layers=3",
-                     "adamax lr=0.002 steps=8 batch=16 ema=0.5", "evaluate_cqf", "step 8, ema weights"):
+                     "adamax lr=0.002 steps=8 batch=16 ema=0.5", "score_cqf", "step 8, ema weights"):
         assert expected in text, expected
 
 
@@ -240,7 +240,7 @@ def test_the_default_run_plans_the_four_digits_variants(tmp_path):
     for variant in VARIANTS:
         assert f"evaluate --dataset digits --model {variant} " in text
         assert re.search(rf"sample-cqf --checkpoint results/cqf/digits/{variant}/ckpt_\d{{7}}.pt --n 1000 ", text)
-    assert "--rule evaluate_cqf --importance-samples 1 --bpd-seed 0" in text
+    assert "--rule score_cqf --importance-samples 1 --bpd-seed 0" in text
     assert "results/reference/digits/digits-classifier_1000.npz" in text
     assert "table --name cqf_table1" in text
 

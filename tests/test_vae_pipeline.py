@@ -54,7 +54,7 @@ def run(digits_dir, tmp_path_factory):
             metrics.append(f"results/vae/digits/metrics/{row}.json")
             main(["evaluate", *extractor, "--dataset", "digits", "--model", name, "--samples", samples,
                   "--checkpoint", checkpoint, "--reference", reference, "--test", f"{data}/test.npz",
-                  "--dataset-meta", f"{data}/meta.json", "--splits", "2", "--final", "--rule", "evaluate_vae",
+                  "--dataset-meta", f"{data}/meta.json", "--splits", "2", "--final", "--rule", "score_vae",
                   "--wildcards", f"dataset=digits,row={row}", "--out", metrics[-1]])
         paper = "paper/aiqn_vae.csv"
         os.makedirs("paper")
@@ -108,7 +108,7 @@ def test_metric_files_name_the_extractor_and_carry_complete_provenance(run):
                           "IS": "IS (digits-classifier, 60 samples, 2 splits)"}
         provenance = record["provenance"]
         assert missing_fields({**provenance, "metrics_file": {"path": "x"}}) == []
-        assert provenance["rule"] == {"name": "evaluate_vae", "wildcards": {"dataset": "digits", "row": row}}
+        assert provenance["rule"] == {"name": "score_vae", "wildcards": {"dataset": "digits", "row": row}}
         assert provenance["checkpoint"]["path"] == f"results/vae/digits/{variant}/ckpt_0000012.pt"
         assert provenance["config"]["train"]["aiqn"] is (variant == "aiqn-vae")
 
@@ -129,7 +129,7 @@ def test_table_and_provenance_command(run, capsys):
         os.chdir(cwd)
     text = capsys.readouterr().out
     for expected in ("results/vae/digits/aiqn-vae/ckpt_0000012.pt", "results/vae/digits/samples/aiqn-vae-gaussian-prior.npz",
-                     "fixed_posterior_variance=0.1", "evaluate_vae", "step 12, ema weights"):
+                     "fixed_posterior_variance=0.1", "score_vae", "step 12, ema weights"):
         assert expected in text
 
 
