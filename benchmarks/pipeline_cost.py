@@ -43,11 +43,11 @@ def stage_of(rule: str) -> str:
     return "other"
 
 
-def job_times(log: Path) -> list[dict]:
-    """[{jobid, rule, start, end, seconds}] of every finished job in a Snakemake log."""
+def job_times(text: str) -> list[dict]:
+    """[{jobid, rule, seconds}] of every finished job in a Snakemake log's text."""
     now, starts, jobs = None, {}, []
     rule = None
-    for line in log.read_text().splitlines():
+    for line in text.splitlines():
         stamp = STAMP.match(line.strip())
         if stamp:
             now = datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y")
@@ -90,7 +90,7 @@ def main() -> None:
     text = args.log.read_text()
     elapsed = re.search(r"Elapsed time: (\d+):(\d+):(\d+)", text)
     wall = None if not elapsed else int(elapsed[1]) * 3600 + int(elapsed[2]) * 60 + int(elapsed[3])
-    jobs = job_times(args.log)
+    jobs = job_times(text)
     bare = startup_seconds("pass", args.startup_repeats)
     cli = startup_seconds("import aiqn.cli; aiqn.cli.build_parser()", args.startup_repeats)
     with_torch = startup_seconds("import aiqn.cli, torch; aiqn.cli.build_parser()", args.startup_repeats)

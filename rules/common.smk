@@ -154,6 +154,21 @@ def reference_path(dataset):
     return f"results/reference/{dataset}/{extractor_name(dataset)}_{n}.npz"
 
 
+def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=True, extra=""):
+    """The shared `evaluate` verb's arguments for one sample file, as every scoring rule chains them
+    after its sampling call (rules/score.smk, rules/vae.smk, rules/cqf.smk). Each argument is a value
+    or a Snakemake placeholder ("{wildcards.dataset}"); the extractor, reference, splits and batch
+    size follow the evaluation section; `extra`: the method's own options (CQF's bound)."""
+    evaluation = config["evaluation"]
+    return (f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
+            f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
+            f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
+            f" --device {config['device']} --reference {reference_path(dataset)}"
+            f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
+            f" --splits {evaluation['is_splits']}{' --final' if final else ''}"
+            f" --rule {rule}{' ' + extra if extra else ''} --wildcards {wildcards} --out {out}")
+
+
 def real_data_metrics(dataset):
     """evaluate_real's score of the test split (rules/evaluate.smk): the floor row of every table,
     Table 1's and the other methods' (rules/vae.smk, rules/cqf.smk)."""

@@ -71,10 +71,6 @@ rule score_cqf:
         # the full density model's noise is off by default (and never for gan, which has none)
         noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"]
                          and w.variant != "gan" else ""),
-        splits=config["evaluation"]["is_splits"],
-        name=lambda w: extractor_name(w.dataset),
-        kind=extractor_kind(),
-        batch_size=config["evaluation"]["batch_size"],
         importance_samples=config["cqf"]["evaluation"]["importance_samples"],
         bpd_seed=config["cqf"]["evaluation"]["seed"],
         device=config["device"],
@@ -89,13 +85,10 @@ rule score_cqf:
         "{PYTHON} --threads {threads} chain"
         " sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
         " --batch-size {params.sample_batch_size} {params.noise} --device {params.device} --out {output.samples}"
-        " :: evaluate --dataset {wildcards.dataset} --model {wildcards.variant}"
-        " --samples {output.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
-        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
-        " --device {params.device} --reference {input.reference} --test {input.test}"
-        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule score_cqf"
-        " --importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}"
-        " --wildcards dataset={wildcards.dataset},variant={wildcards.variant} --out {output.metrics} > {log} 2>&1"
+        " :: " + evaluate_call("{wildcards.dataset}", "{wildcards.variant}", "{output.samples}", "{input.checkpoint}",
+                               "score_cqf", "dataset={wildcards.dataset},variant={wildcards.variant}", "{output.metrics}",
+                               extra="--importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}")
+        + " > {log} 2>&1"
 
 
 rule cqf_table1:

@@ -9,7 +9,7 @@
 
 def score_calls(dataset, model):
     """The chained `sample` and `evaluate` calls of every checkpoint of (dataset, model)."""
-    sampling, evaluation = config["sampling"], config["evaluation"]
+    sampling = config["sampling"]
     calls = []
     for step in checkpoint_steps(dataset, model):
         ckpt = f"results/runs/{dataset}/{model}/ckpt_{step}.pt"
@@ -19,15 +19,10 @@ def score_calls(dataset, model):
             f" --seed {sampling['seed']} --method {sampling['method']}"
             f" --shard-dir state/samples/{dataset}/{model}/{step} --device {config['device']} --out {samples}"
             " --no-progress")
-        calls.append(
-            f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
-            f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
-            f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
-            f" --device {config['device']} --reference {reference_path(dataset)}"
-            f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
-            f" --splits {evaluation['is_splits']}{' --final' if step == final_step(dataset, model) else ''}"
-            f" --rule {score_rule_name(dataset, model)} --wildcards dataset={dataset},model={model},step={step}"
-            f" --out results/metrics/{dataset}/{model}/{step}.json")
+        calls.append(evaluate_call(dataset, model, samples, ckpt, score_rule_name(dataset, model),
+                                   f"dataset={dataset},model={model},step={step}",
+                                   f"results/metrics/{dataset}/{model}/{step}.json",
+                                   final=step == final_step(dataset, model)))
     return " :: ".join(calls)
 
 

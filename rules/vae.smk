@@ -73,10 +73,6 @@ rule score_vae:
         seed=config["sampling"]["seed"],
         sample_batch_size=config["sampling"]["batch_size"],
         model=lambda w: VAE_ROWS[w.row].name,
-        splits=config["evaluation"]["is_splits"],
-        name=lambda w: extractor_name(w.dataset),
-        kind=extractor_kind(),
-        batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
     threads: 1
     resources:
@@ -88,12 +84,9 @@ rule score_vae:
         " sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
         " --n {params.n} --seed {params.seed} --batch-size {params.sample_batch_size} --device {params.device}"
         " --out {output.samples}"
-        " :: evaluate --dataset {wildcards.dataset} --model {params.model:q}"
-        " --samples {output.samples} --checkpoint {input.checkpoint} --extractor {input.extractor}"
-        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
-        " --device {params.device} --reference {input.reference} --test {input.test}"
-        " --dataset-meta {input.dataset_meta} --splits {params.splits} --final --rule score_vae"
-        " --wildcards dataset={wildcards.dataset},row={wildcards.row} --out {output.metrics} > {log} 2>&1"
+        " :: " + evaluate_call("{wildcards.dataset}", "{params.model:q}", "{output.samples}", "{input.checkpoint}",
+                               "score_vae", "dataset={wildcards.dataset},row={wildcards.row}", "{output.metrics}")
+        + " > {log} 2>&1"
 
 
 rule aiqn_vae:
