@@ -2,6 +2,7 @@
 eager vs torch.compile, NCHW vs channels_last.
 
     python benchmarks/training_speed.py --against-baseline               # CPU: digits and 32x32, 1 and 2 threads
+    python benchmarks/training_speed.py --gemm-floor --presets digits   # the step's GEMMs alone vs the step
     python benchmarks/training_speed.py --device cuda                  # the paper's small network, batch 32
     python benchmarks/training_speed.py --device cpu --blocks 2 --planes 16 --output-planes 32 --steps 5
 
@@ -113,16 +114,11 @@ PRESETS = {  # (model config, batch size, timed steps per worker)
 OPTIMIZER_OF_HEAD = {"categorical": "rmsprop", "quantile": "adam"}  # params.yaml's pixelcnn and pixeliqn
 
 
-def baseline_worker(kind: str, preset: str, head: str, threads: int, steps: int) -> dict:
-    """Time `steps` training steps (after 5 untimed ones) in this process: `kind` "baseline" (the
-    pinned step) or "new" (today's). Returns ms/step and the last loss."""
+def make_step(kind: str, preset: str, head: str):
+    """One training step of the preset's network as a closure, and its EMA update: `kind`
+    "baseline" (benchmarks/pinned_step.py) or "new" (today's `train_step`)."""
     import pinned_step  # benchmarks/, beside this file
 
-    torch.set_num_threads(threads)
-    if kind == "new":
-        from aiqn.core.allocator import keep_freed_memory
-
-        keep_freed_memory()
     arch, batch_size, _ = PRESETS[preset]
     config = PixelCNNConfig(head=head, **arch)
     torch.manual_seed(0)
@@ -149,15 +145,77 @@ def baseline_worker(kind: str, preset: str, head: str, threads: int, steps: int)
         optimizer = make_optimizer(model.parameters(), name, 1e-3)
         train_config = TrainConfig(steps=1, batch_size=batch_size, optimizer=name, lr=1e-3, kappa=0.002)
         step = lambda: train_step(model, optimizer, batches.draw(), train_config)  # noqa: E731
+    return step, lambda: update_ema(ema, model, 0.995)
+
+
+def baseline_worker(kind: str, preset: str, head: str, threads: int, steps: int) -> dict:
+    """Time `steps` training steps (after 5 untimed ones) in this process: `kind` "baseline" (the
+    pinned step) or "new" (today's). Returns ms/step and the last loss."""
+    torch.set_num_threads(threads)
+    if kind == "new":
+        from aiqn.core.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    step, ema_update = make_step(kind, preset, head)
     loss = None
     for _ in range(5):
         loss = step()
-        update_ema(ema, model, 0.995)
+        ema_update()
     began = time.perf_counter()
     for _ in range(steps):
         loss = step()
-        update_ema(ema, model, 0.995)
+        ema_update()
     return {"ms_per_step": (time.perf_counter() - began) / steps * 1000, "loss": float(loss)}
+
+
+def gemm_floor(presets: list[str], heads: list[str], threads: list[int], rounds: int) -> None:
+    """Today's step beside its matrix products alone: the shapes of every mm/addmm of one step
+    (forward and backward, from torch.profiler) replayed on random operands. What the step
+    spends beyond that is what fusion, fewer kernels or less Python could still remove."""
+    from torch.profiler import profile
+
+    from aiqn.core.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    print(f"command: {shlex.join(['python', *sys.argv])}")
+    header = f"{'size':<8}{'head':<13}{'threads':>7}{'GEMMs':>7}{'GFLOP':>7}{'GEMM ms':>9}{'GFLOP/s':>9}{'step ms':>9}{'rest ms':>9}"
+    print(header)
+    print("-" * len(header), flush=True)
+    for preset, head, n_threads in itertools.product(presets, heads, threads):
+        torch.set_num_threads(n_threads)
+        step, ema_update = make_step("new", preset, head)
+
+        def full_step():
+            step()
+            ema_update()
+
+        for _ in range(3):
+            full_step()
+        with profile(record_shapes=True) as prof:
+            full_step()
+        operands = []  # (M, K) @ (K, N) per product
+        for event in prof.events():
+            if event.name in ("aten::mm", "aten::addmm"):
+                first, second = event.input_shapes[:2] if event.name == "aten::mm" else event.input_shapes[1:3]
+                operands.append((torch.randn(*first), torch.randn(*second)))
+        flop = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
+
+        def products():
+            for a, b in operands:
+                torch.mm(a, b)
+
+        times: dict[str, list[float]] = {"gemm": [], "step": []}
+        steps = PRESETS[preset][2]
+        for _ in range(rounds):
+            for name, run in (("gemm", products), ("step", full_step)):
+                run()
+                began = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                times[name].append((time.perf_counter() - began) / steps * 1000)
+        gemm_ms, step_ms = statistics.median(times["gemm"]), statistics.median(times["step"])
+        print(f"{preset:<8}{head:<13}{n_threads:>7}{len(operands):>7}{flop / 1e9:>7.2f}{gemm_ms:>9.1f}"
+              f"{flop / gemm_ms / 1e6:>9.0f}{step_ms:>9.1f}{step_ms - gemm_ms:>9.1f}", flush=True)
 
 
 def against_baseline(presets: list[str], heads: list[str], threads: list[int], rounds: int, json_path: str | None) -> None:
@@ -206,6 +264,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against-baseline", action="store_true",
                         help="time today's CPU step against benchmarks/pinned_step.py (see the docstring)")
+    parser.add_argument("--gemm-floor", action="store_true",
+                        help="today's CPU step beside its matrix products alone (see gemm_floor)")
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5, help="(baseline, new) process pairs per row")
@@ -229,6 +289,9 @@ def main() -> None:
     parser.add_argument("--dataset-size", type=int, default=50_000, help="random uint8 images to draw batches from")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
+    if args.gemm_floor:
+        gemm_floor(args.presets, args.heads, args.threads, args.rounds)
+        return
     if args.against_baseline:
         against_baseline(args.presets, args.heads, args.threads, args.rounds, args.json)
         return
