@@ -154,6 +154,21 @@ def reference_path(dataset):
     return f"results/reference/{dataset}/{extractor_name(dataset)}_{n}.npz"
 
 
+def features_path(dataset):
+    """reference_features' output (rules/evaluate.smk): every train and test image's features and the
+    held-out side of the memorisation check; an input of every scoring rule."""
+    return f"results/reference/{dataset}/{extractor_name(dataset)}_features.npz"
+
+
+def comparison_args(dataset):
+    """The N-vs-N and memorisation arguments of the evaluate and evaluate-real verbs (evaluation section)."""
+    evaluation = config["evaluation"]
+    return (f"--features {features_path(dataset)} --train data/processed/{dataset}/train.npz"
+            f" --n-compare {evaluation['n_compare']} --compare-seed {evaluation['reference_seed']}"
+            f" --kid-subsets {evaluation['kid_subsets']} --kid-subset-size {evaluation['kid_subset_size']}"
+            f" --memorisation-percentile {evaluation['memorisation_percentile']} --bootstrap {evaluation['bootstrap']}")
+
+
 def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=True, extra=""):
     """The shared `evaluate` verb's arguments for one sample file, as every scoring rule chains them
     after its sampling call (rules/score.smk, rules/vae.smk, rules/cqf.smk). Each argument is a value
@@ -165,7 +180,7 @@ def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=Tru
             f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
             f" --device {config['device']} --reference {reference_path(dataset)}"
             f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
-            f" --splits {evaluation['is_splits']}{' --final' if final else ''}"
+            f" --splits {evaluation['is_splits']} {comparison_args(dataset)}{' --final' if final else ''}"
             f" --rule {rule}{' ' + extra if extra else ''} --wildcards {wildcards} --out {out}")
 
 
@@ -187,7 +202,8 @@ def all_reports():
     targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
     for dataset in config["run"]["datasets"]:
         targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
-                    f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png"]
+                    f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png",
+                    f"reports/figures/{dataset}_memorisation.png"]
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")
         targets += [f"reports/figures/{dataset}_{m}_density.png" for m in models_for(dataset)

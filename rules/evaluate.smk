@@ -1,5 +1,6 @@
-# Evaluation: reference statistics once per (dataset, extractor, N); the real test split against
-# the same reference as the floor. Each checkpoint's FID / IS (and bits/dim) is scored by the
+# Evaluation: reference statistics once per (dataset, extractor, N), the features of every train
+# and test image once per (dataset, extractor) for the N-vs-N metrics and the memorisation check,
+# and the real-data floor (real images carved N vs N like the models' rows). Each checkpoint's FID / IS (and bits/dim) is scored by the
 # job that samples it (rules/score.smk). The extractor
 # (evaluation.extractor) is the pipeline's classifier or Inception-v3; its file is an input of
 # every rule here, so new weights re-score everything.
@@ -29,9 +30,32 @@ rule reference_stats:
         " > {log} 2>&1"
 
 
+rule reference_features:
+    input:
+        extractor=lambda w: extractor_path(w.dataset),
+        train=rules.prepare_data.output.train,
+        test=rules.prepare_data.output.test,
+    output:
+        "results/reference/{dataset}/{extractor}_features.npz",
+    params:
+        kind=extractor_kind(),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/reference_features/{dataset}/{extractor}.log",
+    shell:
+        "{PYTHON} --threads {threads} reference-features --dataset {wildcards.dataset} --extractor {input.extractor}"
+        " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --train {input.train} --test {input.test} --out {output} > {log} 2>&1"
+
+
 rule evaluate_real:
     input:
         test=rules.prepare_data.output.test,
+        train=rules.prepare_data.output.train,
+        features=lambda w: features_path(w.dataset),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         dataset_meta=rules.prepare_data.output.meta,
@@ -39,6 +63,7 @@ rule evaluate_real:
         real_data_metrics("{dataset}"),
     params:
         splits=config["evaluation"]["is_splits"],
+        comparison=lambda w: comparison_args(w.dataset),
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
         batch_size=config["evaluation"]["batch_size"],
@@ -51,5 +76,6 @@ rule evaluate_real:
         "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test}"
         " --extractor {input.extractor} --extractor-name {params.name} --extractor-kind {params.kind}"
         " --batch-size {params.batch_size} --device {params.device} --reference {input.reference}"
-        " --splits {params.splits} --dataset-meta {input.dataset_meta} --wildcards dataset={wildcards.dataset}"
+        " --splits {params.splits} {params.comparison} --dataset-meta {input.dataset_meta}"
+        " --wildcards dataset={wildcards.dataset}"
         " --out {output} > {log} 2>&1"

@@ -51,6 +51,45 @@ rule figures:
         " --variants {params.variants} > {log} 2>&1"
 
 
+def generative_samples(dataset):
+    """name -> final samples of every generative model that runs on `dataset`: Table 1's models, and
+    the AIQN-VAE's and CQF's rows where their sections list the dataset."""
+    samples = {m: f"results/samples/{dataset}/{m}/{final_step(dataset, m)}.npz" for m in models_for(dataset)}
+    if dataset in method_datasets("vae"):
+        samples.update({row: method_samples("vae", dataset, row) for row in VAE_ROWS})
+    if dataset in method_datasets("cqf"):
+        samples.update({variant: method_samples("cqf", dataset, variant) for variant in CQF_VARIANTS})
+    return samples
+
+
+# The memorisation check's figure: every model's samples' distances to the nearest training image
+# against the test images', in pixel and feature space, and each model's closest samples beside
+# their nearest training images. The fractions are in every table (rules/score.smk).
+rule memorisation_figure:
+    input:
+        samples=lambda w: list(generative_samples(w.dataset).values()),
+        train=rules.prepare_data.output.train,
+        features=lambda w: features_path(w.dataset),
+        extractor=lambda w: extractor_path(w.dataset),
+    output:
+        report("reports/figures/{dataset}_memorisation.png", caption="../report/memorisation.rst",
+               category="Figures", subcategory="{dataset}"),
+    params:
+        samples=lambda w: " ".join(f"{name}={path}" for name, path in generative_samples(w.dataset).items()),
+        name=lambda w: extractor_name(w.dataset),
+        kind=extractor_kind(),
+        batch_size=config["evaluation"]["batch_size"],
+        percentile=config["evaluation"]["memorisation_percentile"],
+        device=config["device"],
+    log:
+        "logs/report/memorisation_{dataset}.log",
+    shell:
+        "{PYTHON} --threads {threads} memorisation-figure --dataset {wildcards.dataset} --samples {params.samples}"
+        " --train {input.train} --features {input.features} --extractor {input.extractor}"
+        " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --percentile {params.percentile} --out {output} > {log} 2>&1"
+
+
 # Figures 7 and 11: a class-conditional model's final samples (drawn with uniform labels for
 # evaluation), one row per class.
 rule class_grid:

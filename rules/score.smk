@@ -41,6 +41,8 @@ for _dataset, _model in run_pairs():
             checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
             extractor=extractor_path(_dataset),
             reference=reference_path(_dataset),
+            features=features_path(_dataset),
+            train=f"data/processed/{_dataset}/train.npz",
             test=f"data/processed/{_dataset}/test.npz",
             dataset_meta=f"data/processed/{_dataset}/meta.json",
         output:

@@ -59,6 +59,8 @@ rule score_vae:
         checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
+        features=lambda w: features_path(w.dataset),
+        train=lambda w: f"data/processed/{w.dataset}/train.npz",
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:

@@ -56,9 +56,10 @@ def repo_layout(root: Path, digits_dir: Path):
         os.chdir(cwd)
 
 
-def digits_scoring(data: str, n_reference: int = 200) -> tuple[list[str], str]:
-    """Train a tiny digits classifier and its reference statistics, as the pipeline's rules do;
-    returns (the extractor arguments of the evaluation verbs, the reference statistics path)."""
+def digits_scoring(data: str, n_reference: int = 200) -> tuple[list[str], str, list[str]]:
+    """Train a tiny digits classifier, its reference statistics and the reference features, as the
+    pipeline's rules do; returns (the extractor arguments of the evaluation verbs, the reference
+    statistics path, their N-vs-N comparison arguments: 50 a side, for runs of at least 50 samples)."""
     import json
 
     from aiqn.cli import main
@@ -71,4 +72,21 @@ def digits_scoring(data: str, n_reference: int = 200) -> tuple[list[str], str]:
     reference = f"results/reference/digits/digits-classifier_{n_reference}.npz"
     main(["reference-stats", *extractor, "--dataset", "digits", "--data", f"{data}/train.npz", "--n",
           str(n_reference), "--out", reference])
-    return extractor, reference
+    features = "results/reference/digits/digits-classifier_features.npz"
+    main(["reference-features", *extractor, "--dataset", "digits", "--train", f"{data}/train.npz", "--test",
+          f"{data}/test.npz", "--out", features])
+    comparison = ["--features", features, "--train", f"{data}/train.npz", "--n-compare", "50", "--kid-subsets", "10",
+                  "--kid-subset-size", "20", "--bootstrap", "20"]
+    return extractor, reference, comparison
+
+
+def comparison_labels(n_train: int, n_test: int) -> dict[str, str]:
+    """metric -> label of the N-vs-N and memorisation entries `digits_scoring`'s arguments give."""
+    kid = "50 vs 50, 10 subsets of 20, unit-scaled features"
+    held = f"vs {n_train} train, < p5 of {n_test} test"
+    return {"FID vs train": "FID vs train (digits-classifier, 50 vs 50)",
+            "FID vs test": "FID vs test (digits-classifier, 50 vs 50)",
+            "KID vs train": f"KID x1000 vs train (digits-classifier, {kid})",
+            "KID vs test": f"KID x1000 vs test (digits-classifier, {kid})",
+            "memorised (pixels)": f"memorised, pixels ({held})",
+            "memorised (features)": f"memorised, features (digits-classifier, {held})"}

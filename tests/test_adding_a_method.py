@@ -200,17 +200,15 @@ RULES = textwrap.dedent('''
             checkpoint=lambda w: independent_checkpoint(w.dataset),
             extractor=lambda w: extractor_path(w.dataset),
             reference=lambda w: reference_path(w.dataset),
+            features=lambda w: features_path(w.dataset),
+            train=rules.prepare_data.output.train,
             test=rules.prepare_data.output.test,
             dataset_meta=rules.prepare_data.output.meta,
         output:
             "results/independent/{dataset}/metrics/independent.json",
-        params:
-            name=lambda w: extractor_name(w.dataset),
         shell:
-            "{PYTHON} evaluate --dataset {wildcards.dataset} --model independent --samples {input.samples}"
-            " --checkpoint {input.checkpoint} --extractor {input.extractor} --extractor-name {params.name}"
-            " --reference {input.reference} --test {input.test} --dataset-meta {input.dataset_meta} --final"
-            " --rule evaluate_independent --wildcards dataset={wildcards.dataset} --out {output}"
+            "{PYTHON} " + evaluate_call("{wildcards.dataset}", "independent", "{input.samples}", "{input.checkpoint}",
+                                        "evaluate_independent", "dataset={wildcards.dataset}", "{output}")
 
 
     rule independent_table:

@@ -21,7 +21,7 @@ from aiqn.methods.cqf.verbs import bits_per_dim_label
 from aiqn.report.provenance import load_table_records, missing_fields, table_provenance
 from aiqn.report.tables import build_table1
 from aiqn.core.io import read_json
-from repo_copy import REPO, copy_repo, digits_scoring, repo_layout, snakemake
+from repo_copy import REPO, comparison_labels, copy_repo, digits_scoring, repo_layout, snakemake
 
 VARIANTS = ("gan", "vae", "cq", "cqf")
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "flow_hidden": 8, "flow_blocks": 1,
@@ -37,6 +37,7 @@ def train_cqf_args(variant: str, train: dict, state: str, out: str, data) -> lis
 
 
 def evaluate_args(variant: str, extractor: list[str], reference: str, data: str, out: str, k: int = 1) -> list[str]:
+    """`extractor`: the extractor and comparison arguments (repo_copy.digits_scoring)."""
     return ["evaluate", *extractor, "--dataset", "digits", "--model", variant,
             "--samples", f"results/cqf/digits/samples/{variant}.npz", "--checkpoint", f"results/cqf/digits/{variant}/{CKPT}",
             "--reference", reference, "--test", f"{data}/test.npz", "--dataset-meta", f"{data}/meta.json",
@@ -49,7 +50,8 @@ def run(digits_dir, tmp_path_factory):
     """The rules' commands, in-process, in a folder laid out like the repository."""
     root = tmp_path_factory.mktemp("cqf_run")
     with repo_layout(root, digits_dir) as data:
-        extractor, reference = digits_scoring(data)
+        extractor, reference, comparison = digits_scoring(data)
+        extractor = extractor + comparison
         main(["evaluate-real", *extractor, "--dataset", "digits", "--test", f"{data}/test.npz", "--reference", reference,
               "--dataset-meta", f"{data}/meta.json", "--splits", "2", "--wildcards", "dataset=digits",
               "--out", "results/metrics/digits/real_test.json"])
@@ -107,12 +109,13 @@ def test_samples_are_uint8_levels_with_a_record(run):
 
 def test_metric_files_name_extractor_counts_bound_and_split(run):
     test_n = len(np.load(run / "data/processed/digits/test.npz")["images"])
+    train_n = len(np.load(run / "data/processed/digits/train.npz")["images"])
     for variant in VARIANTS:
         record = read_json(run / f"results/cqf/digits/metrics/{variant}.json")
         assert record["model"] == variant and record["final"] and record["step"] == 8 and record["n_samples"] == 60
         labels = {m["metric"]: m["label"] for m in record["metrics"]}
         expected = {"FID": "FID (digits-classifier, 60 samples vs 200 train)",
-                    "IS": "IS (digits-classifier, 60 samples, 2 splits)"}
+                    "IS": "IS (digits-classifier, 60 samples, 2 splits)", **comparison_labels(train_n, test_n)}
         if variant != "gan":  # the GAN has no likelihood
             expected["bits/dim"] = (f"bits/dim (digits test split, {test_n} images, ELBO, 17 levels dequantized, "
                                     "EMA weights)")
@@ -164,7 +167,7 @@ def test_table_provenance_accepts_the_metric_files(run):
     files = [str(run / f"results/cqf/digits/metrics/{v}.json") for v in VARIANTS]
     table = build_table1(files, str(REPO / "paper/cqf_table1.csv"))
     cells = table_provenance(table, "cqf_table1", rule="cqf_table1", paper_csv=str(REPO / "paper/cqf_table1.csv"))
-    assert len(cells) == 3 * 3 + 2 + 11  # 3 likelihood variants x 3 metrics, the gan's 2, the paper's 11
+    assert len(cells) == 3 * 9 + 8 + 11  # 3 likelihood variants x 9 metrics, the gan's 8, the paper's 11
     assert len(cells) == len(table)
 
 

@@ -35,13 +35,23 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         assert rows.value.notna().all() and (rows[rows.metric == "FID"].value >= 0).all()
         assert rows.label.str.contains("digits-classifier").any()
     assert "bits/dim" in set(ours[ours.model == "pixelcnn"].metric)
+    # the N-vs-N metrics and the memorisation check: the floor shares the models' columns (labels)
+    digits = ours[ours.dataset == "digits"]
+    for metric in ("FID vs train", "FID vs test", "KID vs train", "KID vs test", "memorised (pixels)",
+                   "memorised (features)"):
+        (label,) = set(digits[digits.metric == metric].label)  # one column, floor included
+        assert metric.startswith("memorised") or "100 vs 100" in label
+        assert set(digits[digits.metric == metric].model) == set(digits.model)
+    main_fid = digits[digits.metric == "FID"]
+    assert (main_fid.low < main_fid.high).all() and "real data (test split)" not in set(main_fid.model)
     colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models
-    assert {"pixelcnn", "pixeliqn"} <= set(colour.model) and colour[colour.metric != "bits/dim"].label.str.contains("photos32-classifier").all()
+    assert {"pixelcnn", "pixeliqn"} <= set(colour.model) and colour[~colour.metric.isin(["bits/dim", "memorised (pixels)"])].label.str.contains("photos32-classifier").all()
     with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/0000150.npz") as arrays:
         assert arrays["images"].shape == (100, 3, 32, 32) and arrays["images"].dtype == "uint8"
     assert table.source.str.startswith("paper").any()
     for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png",
-                   "digits_pixeliqn_cond_classes.png", "photos32_pixeliqn_cond_classes.png"):
+                   "digits_pixeliqn_cond_classes.png", "photos32_pixeliqn_cond_classes.png",
+                   "digits_memorisation.png", "photos32_memorisation.png"):
         assert (ci_run / "reports/figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (ci_run / "reports/tables/table1.md").read_text()
     assert "Paper" in md and "Ours" in md
@@ -147,7 +157,7 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
     "args,expected",
     [
         (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "table1"),
-        (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, IS, bits/dim"),
+        (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, FID vs test, FID vs train, IS, KID vs test"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32)"),
         (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),
         (("provenance", "table1", "--row", "PixelIQN", "--metric", "FID"), "give --dataset"),

@@ -191,7 +191,7 @@ def test_load_metric_records_names_bad_file(tmp_path):
 
 def test_load_metric_records_columns(metric_files):
     frame = load_metric_records(metric_files)
-    assert list(frame.columns) == ["dataset", "model", "step", "final", "metric", "value", "std",
+    assert list(frame.columns) == ["dataset", "model", "step", "final", "metric", "value", "std", "low", "high",
                                    "label", "n_samples", "extractor", "source", "metrics_file"]
     assert (frame["source"] == "ours").all()
     real = frame[frame["model"] == "real data (test split)"]

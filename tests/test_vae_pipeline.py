@@ -19,7 +19,7 @@ import yaml
 from aiqn.cli import main
 from aiqn.report.provenance import load_table_records, missing_fields
 from aiqn.core.io import read_json
-from repo_copy import copy_repo, digits_scoring, repo_layout, snakemake
+from repo_copy import comparison_labels, copy_repo, digits_scoring, repo_layout, snakemake
 
 ARCHITECTURE = {"latent_dim": 4, "base_channels": 8, "max_channels": 16, "aiqn_hidden": 32, "aiqn_layers": 2}
 AIQN_VAE = {"posterior_variance": 0.1, "kl_weight": 0.5}
@@ -40,7 +40,7 @@ def run(digits_dir, tmp_path_factory):
     """The rules' commands, in-process, in a folder laid out like the repository."""
     root = tmp_path_factory.mktemp("vae_run")
     with repo_layout(root, digits_dir) as data:
-        extractor, reference = digits_scoring(data)
+        extractor, reference, comparison = digits_scoring(data)
         train = {"steps": 12, "batch_size": 16, "lr": 3e-3, "ema_rate": 0.5, "checkpoint_steps": [6], "seed": 0}
         for variant in ("vae", "aiqn-vae"):
             main(train_vae_args(variant, train, f"state/vae/digits/{variant}", f"results/vae/digits/{variant}",
@@ -52,7 +52,7 @@ def run(digits_dir, tmp_path_factory):
             main(["sample-vae", "--checkpoint", checkpoint, "--latents", latents, "--n", "60", "--seed", "1",
                   "--batch-size", "25", "--device", "cpu", "--out", samples])
             metrics.append(f"results/vae/digits/metrics/{row}.json")
-            main(["evaluate", *extractor, "--dataset", "digits", "--model", name, "--samples", samples,
+            main(["evaluate", *extractor, *comparison, "--dataset", "digits", "--model", name, "--samples", samples,
                   "--checkpoint", checkpoint, "--reference", reference, "--test", f"{data}/test.npz",
                   "--dataset-meta", f"{data}/meta.json", "--splits", "2", "--final", "--rule", "score_vae",
                   "--wildcards", f"dataset=digits,row={row}", "--out", metrics[-1]])
@@ -104,8 +104,9 @@ def test_metric_files_name_the_extractor_and_carry_complete_provenance(run):
         record = read_json(run / f"results/vae/digits/metrics/{row}.json")
         assert record["model"] == name and record["final"] and record["step"] == 12 and record["n_samples"] == 60
         labels = {m["metric"]: m["label"] for m in record["metrics"]}
+        n_train, n_test = (len(np.load(run / f"data/processed/digits/{s}.npz")["images"]) for s in ("train", "test"))
         assert labels == {"FID": "FID (digits-classifier, 60 samples vs 200 train)",
-                          "IS": "IS (digits-classifier, 60 samples, 2 splits)"}
+                          "IS": "IS (digits-classifier, 60 samples, 2 splits)", **comparison_labels(n_train, n_test)}
         provenance = record["provenance"]
         assert missing_fields({**provenance, "metrics_file": {"path": "x"}}) == []
         assert provenance["rule"] == {"name": "score_vae", "wildcards": {"dataset": "digits", "row": row}}
@@ -117,7 +118,7 @@ def test_table_and_provenance_command(run, capsys):
     table = pd.read_csv(run / "reports/tables/aiqn_vae.csv")
     assert set(table.model) == {name for name, _, _ in ROWS.values()} and set(table.source) == {"ours"}
     cells = load_table_records(run / "reports/provenance", "aiqn_vae")  # table_provenance accepted every cell
-    assert len(cells) == len(table) == 6 and all(c["record"]["table_rule"] == "aiqn_vae" for c in cells)
+    assert len(cells) == len(table) == 3 * 8 and all(c["record"]["table_rule"] == "aiqn_vae" for c in cells)
     md = (run / "reports/tables/aiqn_vae.md").read_text()
     assert "aiqn-vae (gaussian prior)" in md and "Paper: no numbers" in md and "_no records_" in md
     cwd = os.getcwd()

@@ -184,7 +184,7 @@ def fit(run: Run, build: Callable[[torch.Generator], Trainer], device: str = "cp
                     group["lr"] = lr
             row = trainer.step()
             for net, ema in trainer.emas:
-                update_ema(ema, net, tcfg.ema_rate)
+                update_ema(ema, net, tcfg.ema_rate_at(step))
 
             done = step + 1
             losses.add(done, row, time.time() - began, lr if trainer.with_lr else None)

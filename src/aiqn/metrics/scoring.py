@@ -10,6 +10,8 @@ from different extractors are never mistaken for one another.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,10 @@ from aiqn.metrics import (
     load_statistics,
     save_statistics,
 )
-from aiqn.core.io import file_record, sha256_file
+from aiqn.core.io import file_record, save_npz_atomic, sha256_file
+from aiqn.metrics.frechet import bootstrap_fid
+from aiqn.metrics.kid import kernel_inception_distance
+from aiqn.metrics.memorisation import memorisation_fraction, nearest_neighbours, pixel_vectors
 
 EXTRACTORS = ("classifier", "inception")
 
@@ -100,15 +105,157 @@ def score_images(
     """FID against the reference statistics and IS of uint8 `images` (N, C, H, W); `extractor`
     comes from `load_extractor` and must be the one the reference statistics were made with."""
     features, probs = extractor(images, levels)
+    return _score_features(features, probs, reference_path, splits, name, len(images), what, extractor)
+
+
+def _score_features(features, probs, reference_path, splits, name, n, what, extractor) -> list[dict]:
     mu, sigma = gaussian_statistics(features)
     mu_ref, sigma_ref, ref_meta = load_statistics(reference_path)
     if ref_meta.get("extractor_checkpoint", {}).get("sha256") not in (None, extractor.sha256):
         raise ValueError(f"{reference_path} was computed with another extractor than {extractor.path}; "
                          "rerun the reference_stats rule")
-    n, n_ref = len(images), int(ref_meta["n"])
+    n_ref = int(ref_meta["n"])
     is_mean, is_std = inception_score(probs, splits=splits)
     return [
         {"metric": "FID", "value": frechet_distance(mu, sigma, mu_ref, sigma_ref),
          "label": fid_label(name, n, n_ref, what)},
         {"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, n, splits, what)},
     ]
+
+@dataclass(frozen=True)
+class Comparison:
+    """How the N-vs-N comparisons are carved and scored (params.yaml `evaluation`): `n` images a
+    side (n_compare), the seed of the carving, KID's subsets, the memorisation percentile and the
+    number of bootstrap resamples of the main FID (0: none)."""
+
+    n: int
+    seed: int = 0
+    kid_subsets: int = 100
+    kid_subset_size: int = 100
+    percentile: float = 5.0
+    bootstrap: int = 200
+    scale_kid_features: bool = True  # see ReferenceSets.kid_scale
+
+
+def reference_features(extractor, train_path: str | Path, test_path: str | Path, out_path: str | Path, name: str,
+                       levels: int) -> dict:
+    """Features of every training and test image, and each test image's nearest-training distance in
+    pixel and feature space (the held-out side of the memorisation check), saved to `out_path`."""
+    from aiqn.data import load_split
+
+    train, _ = load_split(train_path)
+    test, _ = load_split(test_path)
+    train_features, _ = extractor(train, levels)
+    test_features, _ = extractor(test, levels)
+    pixel_distances, _ = nearest_neighbours(pixel_vectors(test, levels), pixel_vectors(train, levels))
+    feature_distances, _ = nearest_neighbours(test_features, train_features)
+    meta = {"extractor": name, "train": file_record(train_path), "test": file_record(test_path),
+            "extractor_checkpoint": {"path": str(extractor.path), "sha256": extractor.sha256}}
+    save_npz_atomic(out_path, train=np.asarray(train_features, np.float32), test=np.asarray(test_features, np.float32),
+                    heldout_pixel=pixel_distances, heldout_feature=feature_distances,
+                    meta=np.array(json.dumps(meta, sort_keys=True)))
+    return meta
+
+
+@dataclass(frozen=True)
+class ReferenceSets:
+    """What `reference_features` wrote, and the carving of `Comparison`: `train_a` and `train_b`
+    (n disjoint training images each) and `test` (n test images), as row indices. `kid_scale`
+    multiplies features before KID's kernel (x.y / d + 1)^3: 1 for Inception (the literature's
+    KID), and for the pipeline's classifier, whose feature scale is arbitrary (mean |x|^2 / d of
+    about 10^2 on digits, where the cubic term swamps the kernel and the estimate's spread is ~40%
+    of its value), the factor that gives the training features mean |x|^2 / d = 1."""
+
+    path: str
+    train_features: np.ndarray
+    test_features: np.ndarray
+    heldout_pixel: np.ndarray
+    heldout_feature: np.ndarray
+    train_a: np.ndarray
+    train_b: np.ndarray
+    test: np.ndarray
+    kid_scale: float = 1.0
+
+
+def load_reference_sets(path: str | Path, comparison: Comparison, extractor) -> ReferenceSets:
+    """Read a `reference_features` file and carve it; the error names `evaluation.n_compare` when
+    the splits are too small for n a side."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in ("train", "test", "heldout_pixel", "heldout_feature")}
+        meta = json.loads(str(data["meta"]))
+    if meta["extractor_checkpoint"]["sha256"] != extractor.sha256:
+        raise ValueError(f"{path} was computed with another extractor than {extractor.path}; "
+                         "rerun the reference_features rule")
+    n, n_train, n_test = comparison.n, len(arrays["train"]), len(arrays["test"])
+    if n > n_test or 2 * n > n_train:
+        raise ValueError(f"evaluation.n_compare = {n} needs {n} test and {2 * n} training images; {path} has "
+                         f"{n_test} and {n_train}: lower evaluation.n_compare in params.yaml")
+    rng = np.random.default_rng(comparison.seed)
+    train_order = rng.permutation(n_train)
+    train = arrays["train"].astype(np.float64)
+    scale = 1.0
+    if comparison.scale_kid_features and isinstance(extractor, ClassifierExtractor):
+        scale = float(1.0 / np.sqrt(np.mean((train ** 2).sum(1)) / train.shape[1]))
+    return ReferenceSets(str(path), arrays["train"], arrays["test"], arrays["heldout_pixel"], arrays["heldout_feature"],
+                         np.sort(train_order[:n]), np.sort(train_order[n:2 * n]),
+                         np.sort(rng.choice(n_test, n, replace=False)), scale)
+
+
+def _fid(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
+
+
+def comparison_metrics(features: np.ndarray | None, distances: tuple[np.ndarray, np.ndarray] | None,
+                       sets: ReferenceSets, comparison: Comparison, name: str) -> list[dict]:
+    """The N-vs-N metrics of one row. A model's row: `features` of its samples (the first n are
+    compared) and `distances` (pixel, feature) from every sample to its nearest training image.
+    The real-data floor: `features` None (n test images against `train_a`, n training images
+    `train_b` against the n test images) and `distances` None (the test images' own)."""
+    n, c = comparison.n, comparison
+    if features is None:
+        vs_train, vs_test = sets.test_features[sets.test], sets.train_features[sets.train_b]
+        pixel, feature = sets.heldout_pixel, sets.heldout_feature
+    else:
+        if len(features) < n:
+            raise ValueError(f"{len(features)} samples, fewer than evaluation.n_compare = {n}: lower it, or raise "
+                             "sampling.n_samples")
+        vs_train = vs_test = features[:n]
+        pixel, feature = distances
+    train_a, test = sets.train_features[sets.train_a], sets.test_features[sets.test]
+    s = sets.kid_scale
+    kid_train = kernel_inception_distance(s * vs_train, s * train_a, c.kid_subsets, c.kid_subset_size, c.seed)
+    kid_test = kernel_inception_distance(s * vs_test, s * test, c.kid_subsets, c.kid_subset_size, c.seed)
+    kid = f"{c.kid_subsets} subsets of {c.kid_subset_size}" + ("" if s == 1.0 else ", unit-scaled features")
+    held = f"< p{c.percentile:g} of {len(sets.heldout_pixel)} test"
+    pixel_fraction, pixel_threshold = memorisation_fraction(pixel, sets.heldout_pixel, c.percentile)
+    feature_fraction, feature_threshold = memorisation_fraction(feature, sets.heldout_feature, c.percentile)
+    images = f"vs {len(sets.train_features)} train"  # no query count: the floor (test images) shares the column
+    return [
+        {"metric": "FID vs train", "value": _fid(vs_train, train_a), "label": f"FID vs train ({name}, {n} vs {n})"},
+        {"metric": "FID vs test", "value": _fid(vs_test, test), "label": f"FID vs test ({name}, {n} vs {n})"},
+        {"metric": "KID vs train", "value": 1e3 * kid_train[0], "std": 1e3 * kid_train[1],
+         "label": f"KID x1000 vs train ({name}, {n} vs {n}, {kid})"},
+        {"metric": "KID vs test", "value": 1e3 * kid_test[0], "std": 1e3 * kid_test[1],
+         "label": f"KID x1000 vs test ({name}, {n} vs {n}, {kid})"},
+        {"metric": "memorised (pixels)", "value": pixel_fraction, "threshold": pixel_threshold,
+         "label": f"memorised, pixels ({images}, {held})"},
+        {"metric": "memorised (features)", "value": feature_fraction, "threshold": feature_threshold,
+         "label": f"memorised, features ({name}, {images}, {held})"},
+    ]
+
+
+def score_against_references(images: np.ndarray, extractor, reference_path: str | Path, splits: int, name: str,
+                             levels: int, sets: ReferenceSets, train_images: np.ndarray,
+                             comparison: Comparison, bootstrap: bool = True) -> list[dict]:
+    """A model's samples: `score_images` (FID, with its bootstrap interval when `bootstrap`, IS),
+    then the N-vs-N metrics and the memorisation check against `train_images` (uint8)."""
+    features, probs = extractor(images, levels)
+    metrics = _score_features(features, probs, reference_path, splits, name, len(images), "samples", extractor)
+    if bootstrap and comparison.bootstrap:
+        mu_ref, sigma_ref, _ = load_statistics(reference_path)
+        low, high = bootstrap_fid(features, mu_ref, sigma_ref, comparison.bootstrap, comparison.seed)
+        metrics[0].update(low=low, high=high, interval=f"bootstrap 95% over {comparison.bootstrap} resamples "
+                                                        "of the samples (one training seed)")
+    pixel, _ = nearest_neighbours(pixel_vectors(images, levels), pixel_vectors(train_images, levels))
+    feature, _ = nearest_neighbours(features, sets.train_features)
+    return metrics + comparison_metrics(features, (pixel, feature), sets, comparison, name)

@@ -94,17 +94,39 @@ def cmd_reference_stats(args) -> None:
     log.info("reference statistics of %d images written to %s", meta["n"], args.out)
 
 
+def comparison_from(args):
+    """The `Comparison` (aiqn.metrics.scoring) an evaluation verb was given."""
+    from aiqn.metrics.scoring import Comparison
+
+    return Comparison(n=args.n_compare, seed=args.compare_seed, kid_subsets=args.kid_subsets,
+                      kid_subset_size=args.kid_subset_size, percentile=args.memorisation_percentile,
+                      bootstrap=args.bootstrap)
+
+
+def _comparison_record(args, comparison) -> dict:
+    """The provenance entry naming the files and settings behind the N-vs-N metrics."""
+    from aiqn.core.io import file_record
+
+    return {"features": file_record(args.features), "train_images": file_record(args.train),
+            "test_images": file_record(args.test), "settings": asdict(comparison)}
+
+
 def cmd_evaluate(args) -> None:
     from aiqn.core.checkpoint import checkpoint_kind, load_checkpoint
+    from aiqn.data import load_split
     from aiqn.metrics import load_statistics
-    from aiqn.metrics.scoring import score_images
+    from aiqn.metrics.scoring import load_reference_sets, score_against_references
     from aiqn.report.provenance import evaluation_record
     from aiqn.core.io import file_record, read_json, write_json
 
     with np.load(args.samples) as arrays:
         images = arrays["images"]
     extractor, name = extractor_for(args)
-    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset))
+    comparison = comparison_from(args)
+    sets = load_reference_sets(args.features, comparison, extractor)
+    train_images, _ = load_split(args.train)
+    metrics = score_against_references(images, extractor, args.reference, args.splits, name, _levels(args.dataset),
+                                       sets, train_images, comparison, bootstrap=args.final)
     ckpt = load_checkpoint(args.checkpoint)
     hook = LIKELIHOOD_METRICS.get(checkpoint_kind(ckpt))  # a method's likelihood of the test split, if it has one
     if hook is not None:
@@ -120,21 +142,29 @@ def cmd_evaluate(args) -> None:
               "provenance": evaluation_record(
                   checkpoint=checkpoint, samples=samples, reference_path=args.reference,
                   reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
-                  rule=args.rule, wildcards=wildcards(args.wildcards), device=resolve_device(args.device))}
+                  rule=args.rule, wildcards=wildcards(args.wildcards), device=resolve_device(args.device),
+                  comparison=_comparison_record(args, comparison))}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
 
 def cmd_evaluate_real(args) -> None:
+    """The real-data floor: IS of the test split, and the N-vs-N metrics of real images (n test
+    images against the training reference, n other training images against the test reference)."""
     from aiqn.data import load_split
-    from aiqn.metrics.scoring import score_images
-    from aiqn.metrics import load_statistics
+    from aiqn.metrics import inception_score, load_statistics
+    from aiqn.metrics.scoring import comparison_metrics, is_label, load_reference_sets
     from aiqn.report.provenance import evaluation_record
     from aiqn.core.io import file_record, write_json
 
     images, _ = load_split(args.test)
     extractor, name = extractor_for(args)
-    metrics = score_images(images, extractor, args.reference, args.splits, name, _levels(args.dataset), what="test")
+    comparison = comparison_from(args)
+    sets = load_reference_sets(args.features, comparison, extractor)
+    _, probs = extractor(images, _levels(args.dataset))
+    is_mean, is_std = inception_score(probs, splits=args.splits)
+    metrics = [{"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, len(images), args.splits, "test")}]
+    metrics += comparison_metrics(None, None, sets, comparison, name)
     record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
               "provenance": evaluation_record(
@@ -142,9 +172,45 @@ def cmd_evaluate_real(args) -> None:
                                             "method": "real test split"},
                   reference_path=args.reference, reference_meta=load_statistics(args.reference)[2],
                   dataset_meta=args.dataset_meta, rule="evaluate_real", wildcards=wildcards(args.wildcards),
-                  device=resolve_device(args.device))}
+                  device=resolve_device(args.device), comparison=_comparison_record(args, comparison))}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
+
+
+def cmd_reference_features(args) -> None:
+    from aiqn.metrics.scoring import reference_features
+
+    extractor, name = extractor_for(args)
+    reference_features(extractor, args.train, args.test, args.out, name, _levels(args.dataset))
+    log.info("features of every training and test image written to %s", args.out)
+
+
+def cmd_memorisation_figure(args) -> None:
+    from aiqn.data import load_split
+    from aiqn.metrics.memorisation import nearest_neighbours, pixel_vectors
+    from aiqn.metrics.scoring import Comparison, load_reference_sets
+    from aiqn.report import plot_memorisation
+
+    levels = _levels(args.dataset)
+    extractor, name = extractor_for(args)
+    sets = load_reference_sets(args.features, Comparison(n=1), extractor)
+    train, _ = load_split(args.train)
+    train_pixels = pixel_vectors(train, levels)
+    heldout = (sets.heldout_pixel, sets.heldout_feature)
+    thresholds = tuple(float(np.percentile(d, args.percentile)) for d in heldout)
+    distances, closest = {}, {}
+    for model, path in (pair.split("=", 1) for pair in args.samples):
+        with np.load(path) as arrays:
+            images = arrays["images"]
+        pixel, nearest = nearest_neighbours(pixel_vectors(images, levels), train_pixels)
+        features, _ = extractor(images, levels)
+        distances[model] = (pixel, nearest_neighbours(features, sets.train_features)[0])
+        order = np.argsort(pixel)[:args.closest]
+        closest[model] = (images[order], train[nearest[order]])
+    plot_memorisation(distances, heldout, thresholds, closest, levels, args.out,
+                      f"{args.dataset}: samples' and test images' distances to the nearest of {len(train)} training "
+                      f"images (threshold: {args.percentile:g}th percentile of the test images')", name)
+    log.info("wrote %s", args.out)
 
 
 def cmd_table(args) -> None:
@@ -228,8 +294,26 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
+    def comparison_arguments(p):
+        p.add_argument("--features", required=True, help="the reference_features file (every train and test image)")
+        p.add_argument("--train", required=True, help="the prepared training split (memorisation in pixel space)")
+        p.add_argument("--n-compare", type=int, required=True, help="images a side of every N-vs-N comparison")
+        p.add_argument("--compare-seed", type=int, default=0, help="seed of the carving, KID's subsets, the bootstrap")
+        p.add_argument("--kid-subsets", type=int, default=100)
+        p.add_argument("--kid-subset-size", type=int, default=100)
+        p.add_argument("--memorisation-percentile", type=float, default=5.0)
+        p.add_argument("--bootstrap", type=int, default=200,
+                       help="resamples of the FID's bootstrap interval, final checkpoints only (0: none)")
+
+    p = verb("reference-features", cmd_reference_features,
+             "features of every train and test image, and the test images' nearest-training distances")
+    extractor_arguments(p)
+    for name in ("dataset", "train", "test", "out"):
+        p.add_argument(f"--{name}", required=True)
+
     p = verb("evaluate", cmd_evaluate, "FID / IS (and bits/dim) of one checkpoint's samples")
     extractor_arguments(p)
+    comparison_arguments(p)
     for name in ("dataset", "model", "samples", "checkpoint", "reference", "test", "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
@@ -240,12 +324,22 @@ def add_verbs(verb: Declare) -> None:
                    help="likelihood bounds (CQF): K posterior samples (1: the ELBO, >1: importance-weighted)")
     p.add_argument("--bpd-seed", type=int, default=0, help="likelihood bounds (CQF): seed of their random draws")
 
-    p = verb("evaluate-real", cmd_evaluate_real, "FID / IS of the real test split: the floor")
+    p = verb("evaluate-real", cmd_evaluate_real, "IS and the N-vs-N metrics of real images: the floor")
     extractor_arguments(p)
+    comparison_arguments(p)
     for name in ("dataset", "test", "reference", "dataset-meta", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
+
+    p = verb("memorisation-figure", cmd_memorisation_figure,
+             "nearest-training distances of every model's samples against the test images'")
+    extractor_arguments(p)
+    for name in ("dataset", "features", "train", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--samples", nargs="+", required=True, help="model=samples.npz ...")
+    p.add_argument("--percentile", type=float, default=5.0)
+    p.add_argument("--closest", type=int, default=8, help="closest samples shown per model")
 
     p = verb("table", cmd_table, "a results table (csv, md, tex) from metric files and the paper's numbers")
     p.add_argument("--metrics", nargs="+", required=True)

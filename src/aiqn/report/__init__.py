@@ -16,6 +16,7 @@ _EXPORTS = {
     "plot_class_grid": "figures",
     "plot_inpainting": "figures",
     "plot_loss_curves": "figures",
+    "plot_memorisation": "figures",
     "plot_sample_grids": "figures",
     "plot_training_curves": "figures",
 }

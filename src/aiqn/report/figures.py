@@ -256,3 +256,40 @@ def plot_class_grid(images: np.ndarray, labels: np.ndarray, levels: int, out_png
     if title:
         ax.set_title(title, fontsize=10)
     _save(fig, out_png)
+
+
+def plot_memorisation(distances: dict[str, tuple[np.ndarray, np.ndarray]], heldout: tuple[np.ndarray, np.ndarray],
+                      thresholds: tuple[float, float], closest: dict[str, tuple[np.ndarray, np.ndarray]], levels: int,
+                      out_png: str, title: str, feature_name: str) -> None:
+    """Nearest-training distances of each model's samples against the test images' (pixel space,
+    feature space), the memorisation threshold on each, and under them each model's closest
+    samples (top row) above their nearest training images (bottom row).
+
+    `distances`: model -> (pixel, feature) distances of its samples; `heldout`: the test images'
+    (pixel, feature); `closest`: model -> (samples, their nearest training images), uint8."""
+    models = list(distances)
+    fig = _new_figure(11, 3.6 + 1.25 * len(models))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3.6, 1.25 * len(models)])
+    axes = top.subplots(1, 2)
+    colours = [f"C{i}" for i in range(len(models))]
+    for k, (ax, space) in enumerate(zip(axes, ("pixels (L2, [0, 1] scale)", f"features ({feature_name})"))):
+        values = [heldout[k]] + [distances[m][k] for m in models]
+        bins = np.histogram_bin_edges(np.concatenate(values), bins=40)
+        ax.hist(heldout[k], bins=bins, density=True, color="0.75", label="test images (held out)")
+        for model, colour in zip(models, colours):
+            fraction = float(np.mean(distances[model][k] < thresholds[k]))
+            ax.hist(distances[model][k], bins=bins, density=True, histtype="step", linewidth=1.5, color=colour,
+                    label=f"{model} (memorised {fraction:.2f})")
+        ax.axvline(thresholds[k], color="k", linestyle="--", linewidth=1, label="threshold")
+        ax.set_xlabel(f"distance to the nearest training image, {space}")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=6, loc="upper right", framealpha=0.6)
+    top.suptitle(title, fontsize=10)
+    rows = bottom.subplots(len(models), 1, squeeze=False)[:, 0]
+    for ax, model in zip(rows, models):
+        samples, nearest = closest[model]
+        pairs = np.concatenate([samples, nearest])  # (2k, C, H, W): samples, then their neighbours
+        _show_grid(ax, image_grid(pairs, levels, nrow=len(samples)))
+        ax.axis("off")
+        ax.set_title(f"{model}: closest samples (top) and their nearest training images (bottom)", fontsize=8)
+    _save(fig, out_png)

@@ -59,9 +59,10 @@ def dataset_record(meta_path: str | Path) -> dict:
 
 
 def evaluation_record(*, checkpoint: dict | None, samples: dict, reference_path: str, reference_meta: dict,
-                      dataset_meta: str, rule: str, wildcards: dict, device: str) -> dict:
+                      dataset_meta: str, rule: str, wildcards: dict, device: str, comparison: dict | None = None) -> dict:
     """The provenance block an evaluation writes into its metrics JSON (all but the metrics
-    file's own hash, which only exists once the file is written)."""
+    file's own hash, which only exists once the file is written). `comparison`: the files and
+    settings of the N-vs-N metrics and the memorisation check, where the evaluation has them."""
     record: dict[str, Any] = {
         "checkpoint": not_applicable("real data") if checkpoint is None else {
             **file_record(checkpoint["path"]), "step": checkpoint["step"], "weights": checkpoint["weights"]},
@@ -77,6 +78,8 @@ def evaluation_record(*, checkpoint: dict | None, samples: dict, reference_path:
         "code": git_state(),
         "environment": environment(device),
     }
+    if comparison is not None:
+        record["comparison"] = comparison
     return record
 
 

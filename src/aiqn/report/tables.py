@@ -22,15 +22,22 @@ OURS_HEADING = "Ours (this pipeline)"
 PAPER_HEADING = "Paper (Ostrovski et al. 2018, Table 1; CIFAR-10/ImageNet32, Inception-v3)"
 CAPTION = (
     "Table 1 analogue: sample quality of the final checkpoint of each model "
-    "(FID lower is better, IS higher is better, bits/dim lower is better); "
-    "each column header is the metric label, which names the feature extractor and sample counts."
+    "(FID and KID lower is better, IS higher is better, bits/dim lower is better); "
+    "each column header is the metric label, which names the feature extractor, sample counts and split. "
+    "FID's [low, high] is a bootstrap 95% interval over the samples of one training seed; ± is a spread "
+    "(IS over splits, KID over subsets). The 'vs train' and 'vs test' columns are N vs N, the real-data "
+    "floor alike (n test images against the n training images of the reference, n other training images "
+    "against the n test images). 'memorised' is the fraction of samples closer to a training image than "
+    "the given percentile of test images are (the floor's value is that percentile by construction); "
+    "a model that copies its training set scores near 1."
 )
 
 RECORD_COLUMNS = [
-    "dataset", "model", "step", "final", "metric", "value", "std", "label",
+    "dataset", "model", "step", "final", "metric", "value", "std", "low", "high", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
-METRIC_ORDER = ("FID", "IS", "bits/dim")
+METRIC_ORDER = ("FID", "FID vs train", "FID vs test", "KID vs train", "KID vs test", "IS", "bits/dim",
+                "memorised (pixels)", "memorised (features)")
 MISSING = "–"
 
 
@@ -77,7 +84,8 @@ def _empty_records() -> pd.DataFrame:
     frame = pd.DataFrame({col: pd.Series(dtype=object) for col in RECORD_COLUMNS})
     frame["step"] = frame["step"].astype("Int64")
     frame["value"] = frame["value"].astype(float)
-    frame["std"] = frame["std"].astype(float)
+    for column in ("std", "low", "high"):
+        frame[column] = frame[column].astype(float)
     return frame
 
 
@@ -107,6 +115,8 @@ def load_metric_records(paths: list[str]) -> pd.DataFrame:
                 "metric": entry["metric"],
                 "value": _float_or_nan(entry["value"]),
                 "std": _float_or_nan(entry.get("std")),
+                "low": _float_or_nan(entry.get("low")),
+                "high": _float_or_nan(entry.get("high")),
                 "label": entry.get("label", entry["metric"]),
                 "n_samples": doc.get("n_samples"),
                 "extractor": doc.get("extractor"),
@@ -164,6 +174,8 @@ def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
         step=pd.array([pd.NA] * len(paper), dtype="Int64"),
         final=True,
         std=float("nan"),
+        low=float("nan"),
+        high=float("nan"),
         n_samples=None,
         extractor=None,
         metrics_file=str(paper_csv),
@@ -190,11 +202,19 @@ def wrap_label(label: str, width: int = 38) -> list[str]:
     return lines
 
 
-def _format_value(value: float, std: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _format_value(value: float, std: float, low: float = float("nan"), high: float = float("nan")) -> str:
+    """'5.81', '5.81 ± 0.12' (a spread: IS's over splits, KID's over subsets) or '5.81 [5.20, 6.45]'
+    (a 95% interval: a bootstrap, or over seeds)."""
+    if not _present(value):
         return MISSING
     text = f"{value:.2f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+    if _present(low) and _present(high):
+        text += f" [{low:.2f}, {high:.2f}]"
+    elif _present(std):
         text += f" ± {std:.2f}"
     return text
 
@@ -226,7 +246,8 @@ def _pivot(part: pd.DataFrame, ours: bool) -> pd.DataFrame:
         for label in labels:
             hit = sub[sub["label"] == label]
             row[label] = (
-                _format_value(hit["value"].iloc[0], hit["std"].iloc[0]) if len(hit) else MISSING
+                _format_value(hit["value"].iloc[0], hit["std"].iloc[0], hit["low"].iloc[0], hit["high"].iloc[0])
+                if len(hit) else MISSING
             )
         rows.append(row)
     columns = ["model"] + (["step"] if ours else []) + labels
