@@ -78,7 +78,7 @@ def test_the_main_fid_carries_a_bootstrap_interval(scored):
     _, copier, heldout, _ = scored
     for row in (copier, heldout):
         fid = row["FID"]
-        assert 0 < fid["low"] < fid["high"]
+        assert 0 <= fid["low"] < fid["high"]  # held-out images' FID is near 0: the low end is clipped there
         assert "bootstrap 95%" in fid["interval"]
 
 

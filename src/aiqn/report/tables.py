@@ -24,7 +24,7 @@ CAPTION = (
     "Table 1 analogue: sample quality of the final checkpoint of each model "
     "(FID and KID lower is better, IS higher is better, bits/dim lower is better); "
     "each column header is the metric label, which names the feature extractor, sample counts and split. "
-    "FID's [low, high] is a bootstrap 95% interval over the samples of one training seed; ± is a spread "
+    "FID's [low, high] is a bootstrap 95% interval (shifted by its bias) over the samples of one training seed; ± is a spread "
     "(IS over splits, KID over subsets). The 'vs train' and 'vs test' columns are N vs N, the real-data "
     "floor alike (n test images against the n training images of the reference, n other training images "
     "against the n test images). 'memorised' is the fraction of samples closer to a training image than "
