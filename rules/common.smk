@@ -199,7 +199,8 @@ def metric_files(dataset):
 
 
 def all_reports():
-    targets = ["reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
+    targets = ["reports/tables/claims.csv", "reports/tables/claims.md", "reports/provenance/claims.json",
+               "reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
     for dataset in config["run"]["datasets"]:
         targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
                     f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png",

@@ -90,6 +90,36 @@ rule memorisation_figure:
         " --device {params.device} --percentile {params.percentile} --out {output} > {log} 2>&1"
 
 
+def claim_tables():
+    """name -> long CSV of every generated table a claim of paper/claims.yaml can read in this run."""
+    tables = {"table1": "reports/tables/table1.csv"}
+    for section, table in (("vae", "aiqn_vae"), ("agave", "agave_table1"), ("cqf", "cqf_table1")):
+        if method_datasets(section):
+            tables[table] = f"reports/tables/{table}.csv"
+    return tables
+
+
+# The claims of the three papers (paper/claims.yaml) tested on the generated tables: a verdict per
+# claim and dataset, with the interval of the difference, its KID version and the memorisation
+# fractions of both models (aiqn.report.claims); one provenance record per claim cell.
+rule claims:
+    input:
+        claims="paper/claims.yaml",
+        tables=list(claim_tables().values()),
+        provenance=[f"reports/provenance/{name}.json" for name in claim_tables()],
+    output:
+        csv=report("reports/tables/claims.csv", caption="../report/claims.rst", category="0. Claims and verdicts"),
+        md="reports/tables/claims.md",
+        provenance="reports/provenance/claims.json",
+    params:
+        tables=" ".join(f"{name}={path}" for name, path in claim_tables().items()),
+    log:
+        "logs/report/claims.log",
+    shell:
+        "{PYTHON} claims --claims {input.claims} --tables {params.tables} --out-dir reports/tables"
+        " --provenance {output.provenance} > {log} 2>&1"
+
+
 # Figures 7 and 11: a class-conditional model's final samples (drawn with uniform labels for
 # evaluation), one row per class.
 rule class_grid:

@@ -42,6 +42,10 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         (label,) = set(digits[digits.metric == metric].label)  # one column, floor included
         assert metric.startswith("memorised") or "100 vs 100" in label
         assert set(digits[digits.metric == metric].model) == set(digits.model)
+    claims = pd.read_csv(ci_run / "reports/tables/claims.csv")  # every claim tested, with a verdict by the rule
+    assert {"aiqn-fid", "cqf-fid", "agave-bpd", "aiqn-vae-fid"} <= set(claims.claim)
+    assert set(claims.verdict) <= {"holds", "reversed", "inconclusive"}
+    assert "Verdict rule" in (ci_run / "reports/tables/claims.md").read_text()
     main_fid = digits[digits.metric == "FID"]
     assert (main_fid.low < main_fid.high).all() and "real data (test split)" not in set(main_fid.model)
     colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -231,6 +232,46 @@ def cmd_table(args) -> None:
              f" and {args.summary}" if args.summary else "")
 
 
+def cmd_claims(args) -> None:
+    """The claims table (aiqn.report.claims) and one provenance record per claim and dataset, holding
+    the records of the table cells it reads."""
+    import pandas as pd
+
+    from aiqn.core.io import file_record, write_json
+    from aiqn.report.claims import KID_METRIC, MEMORISED, evaluate_claims, load_claims, render_markdown
+    from aiqn.report.provenance import find_cell, git_state, load_table_records
+
+    tables = dict(pair.split("=", 1) for pair in args.tables)
+    claims = load_claims(args.claims)
+    skipped = [c["id"] for c in claims if c["table"] not in tables]
+    if skipped:
+        log.info("claims on tables this run does not make, left out: %s", ", ".join(skipped))
+    frame = evaluate_claims([c for c in claims if c["table"] in tables],
+                            {name: pd.read_csv(path) for name, path in tables.items()})
+    records = {name: load_table_records(args.provenance_dir, name) for name in tables}
+    claims_by_id = {c["id"]: c for c in claims}
+    cells, code = [], git_state()
+    for row in frame.itertuples():
+        table = claims_by_id[row.claim]["table"]
+        inner = [find_cell(records[table], model, metric, row.dataset)
+                 for model, label in ((row.model_a, row.label_a), (row.model_b, row.label_b))
+                 for metric in (label, KID_METRIC, MEMORISED)
+                 if metric == label or any(r["model"] == model and r["metric"] == metric
+                                               and r["dataset"] == row.dataset for r in records[table])]
+        cells.append({"table": "claims", "dataset": row.dataset, "model": row.claim, "metric": "a - b",
+                      "label": f"{row.metric}: {row.model_a} - {row.model_b}", "value": float(row.difference),
+                      "source": "ours", "verdict": row.verdict,
+                      "record": {"claims_file": file_record(args.claims), "table_rule": "claims", "code": code,
+                                 "tables": {name: file_record(path) for name, path in tables.items()},
+                                 "cells": inner}})
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "claims.csv", index=False)
+    (out / "claims.md").write_text(render_markdown(frame))
+    write_json(args.provenance, cells)
+    log.info("%s", "; ".join(f"{r.claim} on {r.dataset}: {r.verdict}" for r in frame.itertuples()))
+
+
 def cmd_provenance(args) -> None:
     from aiqn.report.provenance import explain, find_cell, load_table_records
 
@@ -351,6 +392,13 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--paper-heading", default=None, help="heading of the paper's section (default: Table 1's)")
     p.add_argument("--summary", default=None, help="JSON of our final numbers (DVC metrics)")
     p.add_argument("--provenance", required=True, help="JSON: one provenance record per table cell")
+
+    p = verb("claims", cmd_claims, "the papers' claims tested on the generated tables: a verdict per claim and dataset")
+    p.add_argument("--claims", required=True, help="paper/claims.yaml")
+    p.add_argument("--tables", nargs="+", required=True, help="name=reports/tables/<name>.csv ...")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--provenance", required=True, help="JSON: one record per claim and dataset")
+    p.add_argument("--provenance-dir", default="reports/provenance", help="where the tables' records are")
 
     p = verb("provenance", cmd_provenance, "print the chain of files, configs and code behind one table cell")
     p.add_argument("table", help="table name, e.g. table1")

@@ -208,6 +208,13 @@ def explain(cell: dict) -> str:
     def file_line(name: str, entry: dict, extra: str = "") -> None:
         lines.append(f"  {name:<14} {entry['path']}  sha256 {entry['sha256'][:16]}...{extra}")
 
+    if "claims_file" in rec:  # a claim's difference: the claims file, the tables, then each cell it reads
+        file_line("claims", rec["claims_file"])
+        for name, entry in rec["tables"].items():
+            file_line(f"table {name}", entry)
+        for inner in rec["cells"]:
+            lines.append("  " + explain(inner).replace("\n", "\n  "))
+        return "\n".join(lines)
     if "paper_data" in rec:
         file_line("paper data", rec["paper_data"])
         lines.append(f"  {'citation':<14} {rec['citation']}")

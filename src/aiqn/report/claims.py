@@ -1,0 +1,178 @@
+"""Claims and verdicts: each headline claim of paper/claims.yaml tested on the generated tables.
+
+A claim compares two rows (a, b) of one table on one metric and says a is better. For every dataset
+in the table this module takes both rows' values and intervals, the difference d = a - b and a 95%
+interval of d, and gives a verdict by one rule (VERDICT_RULE): the claim *holds* if the interval
+lies wholly on the paper's side of 0, is *reversed* if it lies wholly on the other side, and is
+*inconclusive* otherwise or when there is no interval.
+
+Where a row's value comes from one training seed, its interval covers sampling noise only: the
+bootstrap 95% interval of the FID (over the samples; its half-width / 1.96 is taken as the
+standard error), the spread of KID over subsets and of IS over splits (taken as the standard
+error: conservative). With per-seed values (one row per seed) the interval is a t interval
+over seeds, paired where both rows have the same seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+Z95 = stats.norm.ppf(0.975)
+VERDICT_RULE = ("holds: the 95% interval of a - b lies wholly on the claimed side of 0; reversed: wholly on the "
+                "other side; inconclusive: it contains 0, or there is none")
+KID_METRIC = "KID vs test"
+MEMORISED = "memorised (pixels)"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One row's number: the mean over its seeds, a standard error (None: no interval) and the
+    per-seed values; `noise` says what the interval covers."""
+
+    value: float
+    se: float | None
+    per_seed: tuple[float, ...]
+    noise: str
+
+
+def load_claims(path) -> list[dict]:
+    """The claims of a claims.yaml; the error names the file, the claim and the missing key."""
+    with open(path) as handle:
+        doc = yaml.safe_load(handle)
+    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list):
+        raise ValueError(f"{path}: expected a mapping with a 'claims' list")
+    for i, claim in enumerate(doc["claims"]):
+        for key in ("id", "paper", "where", "statement", "table", "metric", "better", "a", "b", "paper_values"):
+            if key not in claim:
+                raise ValueError(f"{path}: claims[{i}] ({claim.get('id', '?')}) has no {key!r}")
+        if claim["better"] not in ("lower", "higher"):
+            raise ValueError(f"{path}: claims[{i}] ({claim['id']}): better must be lower or higher")
+    return doc["claims"]
+
+
+def _rows(table: pd.DataFrame, side: dict, metric: str, dataset: str) -> pd.DataFrame:
+    """The table's rows of one side of a claim on one dataset (one per seed; several labels are
+    narrowed by `side['label']`, and then the first label in table order is kept)."""
+    part = table[(table["source"] == "ours") & (table["dataset"] == dataset) & (table["metric"] == metric)]
+    part = part[part["model"].astype(str).map(lambda m: re.fullmatch(side["model"], m) is not None)]
+    if "label" in side:
+        part = part[part["label"].astype(str).str.contains(side["label"], regex=False)]
+    if len(part):
+        part = part[(part["model"] == part["model"].iloc[0]) & (part["label"] == part["label"].iloc[0])]
+    return part
+
+
+def _estimate(rows: pd.DataFrame) -> Estimate:
+    values = rows["value"].astype(float).to_numpy()
+    seeds = tuple(float(v) for v in values)
+    if len(values) >= 2:
+        return Estimate(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), seeds,
+                        f"{len(values)} seeds")
+    row = rows.iloc[0]
+    low, high, std = (float(row.get(k, float("nan"))) for k in ("low", "high", "std"))
+    if not (math.isnan(low) or math.isnan(high)):
+        return Estimate(float(values[0]), (high - low) / (2 * Z95), seeds, "one seed; bootstrap over samples")
+    if not math.isnan(std):
+        return Estimate(float(values[0]), std, seeds, "one seed; spread over subsets/splits")
+    return Estimate(float(values[0]), None, seeds, "one seed; no interval")
+
+
+def difference(a: Estimate, b: Estimate) -> tuple[float, float | None, float | None]:
+    """a - b and its 95% interval: a t interval over seeds (paired when both have the same number of
+    seeds, at least 2), else a normal interval from the two standard errors; None without one."""
+    d = a.value - b.value
+    if len(a.per_seed) >= 2 and len(a.per_seed) == len(b.per_seed):
+        diffs = np.subtract(a.per_seed, b.per_seed)
+        half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+        return d, d - half, d + half
+    if a.se is None or b.se is None:
+        return d, None, None
+    half = Z95 * math.hypot(a.se, b.se)
+    return d, d - half, d + half
+
+
+def verdict(low: float | None, high: float | None, better: str) -> str:
+    """VERDICT_RULE on the interval of a - b, for a claim that a is `better` (lower or higher)."""
+    if low is None or high is None:
+        return "inconclusive"
+    good, bad = (high < 0, low > 0) if better == "lower" else (low > 0, high < 0)
+    return "holds" if good else "reversed" if bad else "inconclusive"
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (claim, dataset): the paper's values, ours, a - b with its interval and verdict, the
+    KID version where the claim asks for it, and the memorisation fraction of both models."""
+    out = []
+    for claim in claims:
+        if claim["table"] not in tables:
+            raise ValueError(f"claim {claim['id']}: table {claim['table']!r} was not given; tables: {sorted(tables)}")
+        table = tables[claim["table"]]
+        datasets = pd.unique(table[table["source"] == "ours"]["dataset"])
+        tested = 0
+        for dataset in datasets:
+            rows_a = _rows(table, claim["a"], claim["metric"], dataset)
+            rows_b = _rows(table, claim["b"], claim["metric"], dataset)
+            if not len(rows_a) or not len(rows_b):  # the dataset runs only some models (run.models_per_dataset)
+                continue
+            tested += 1
+            a, b = _estimate(rows_a), _estimate(rows_b)
+            d, low, high = difference(a, b)
+            row = {"claim": claim["id"], "paper": claim["paper"], "where": claim["where"],
+                   "statement": claim["statement"], "dataset": dataset, "metric": claim["metric"],
+                   "better": claim["better"], "model_a": rows_a["model"].iloc[0], "model_b": rows_b["model"].iloc[0],
+                   "label_a": rows_a["label"].iloc[0], "label_b": rows_b["label"].iloc[0]}
+            paper = claim["paper_values"] or {}
+            row.update(paper_dataset=paper.get("dataset"), paper_a=paper.get("a"), paper_b=paper.get("b"),
+                       ours_a=a.value, ours_b=b.value, ours_a_per_seed=list(a.per_seed),
+                       ours_b_per_seed=list(b.per_seed), difference=d, difference_low=low, difference_high=high,
+                       noise=a.noise if a.noise == b.noise else f"{a.noise} / {b.noise}",
+                       verdict=verdict(low, high, claim["better"]))
+            if claim.get("kid"):
+                kid_a = _rows(table, claim["a"], KID_METRIC, dataset)
+                kid_b = _rows(table, claim["b"], KID_METRIC, dataset)
+                if len(kid_a) and len(kid_b):
+                    kd, klow, khigh = difference(_estimate(kid_a), _estimate(kid_b))
+                    row.update(kid_difference=kd, kid_low=klow, kid_high=khigh, kid_verdict=verdict(klow, khigh, "lower"))
+            for side, rows in (("a", rows_a), ("b", rows_b)):
+                mem = _rows(table, {"model": re.escape(str(rows["model"].iloc[0]))}, MEMORISED, dataset)
+                row[f"memorised_{side}"] = float(mem["value"].mean()) if len(mem) else None
+            out.append(row)
+        if not tested:
+            models = sorted(set(map(str, table[table["source"] == "ours"]["model"])))
+            raise ValueError(f"claim {claim['id']}: no dataset of {claim['table']} has {claim['metric']} rows matching "
+                             f"both {claim['a']} and {claim['b']}; its rows: {', '.join(models)}")
+    return pd.DataFrame(out)
+
+
+def render_markdown(frame: pd.DataFrame) -> str:
+    """The claims table as Markdown: the verdict rule in the caption, one row per claim and dataset."""
+    lines = ["# Claims and verdicts", "",
+             f"Verdict rule: {VERDICT_RULE}. a - b is ours (the first model minus the second) on the claim's metric; "
+             "'noise' says what the interval covers: with one training seed, sampling noise only (a bootstrap of the "
+             "FID over samples; the spread over splits or subsets for IS and KID), not training noise. 'KID' is the "
+             "same comparison on KID x1000 vs the held-out test images. 'memorised': fraction of each model's samples "
+             "closer to a training image than 95% of test images (pixels). Explanations: docs/verdicts.md.", ""]
+    header = ["claim", "paper (where)", "dataset", "metric", "a vs b", "paper a / b", "ours a / b", "a - b [95%]",
+              "noise", "verdict", "KID a - b [95%]", "memorised a / b"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in frame.itertuples():
+        kid = "–"
+        if isinstance(getattr(r, "kid_difference", None), float) and not math.isnan(r.kid_difference):
+            kid = f"{_fmt(r.kid_difference)} [{_fmt(r.kid_low)}, {_fmt(r.kid_high)}] {r.kid_verdict}"
+        cells = [r.claim, f"{r.paper} ({r.where})", r.dataset, r.metric, f"{r.model_a} vs {r.model_b} ({r.better})",
+                 f"{_fmt(r.paper_a)} / {_fmt(r.paper_b)}", f"{_fmt(r.ours_a)} / {_fmt(r.ours_b)}",
+                 f"{_fmt(r.difference)} [{_fmt(r.difference_low)}, {_fmt(r.difference_high)}]", r.noise,
+                 f"**{r.verdict}**", kid, f"{_fmt(r.memorised_a)} / {_fmt(r.memorised_b)}"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""Claims and verdicts (aiqn.report.claims): the verdict flips with its inputs, the interval of the
+difference against scipy, and paper/claims.yaml is well formed."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import scipy.stats
+
+from aiqn.report.claims import Estimate, difference, evaluate_claims, load_claims, verdict
+from repo_copy import REPO
+
+CLAIM = {"id": "c", "paper": "p", "where": "w", "statement": "a beats b", "table": "t", "metric": "FID",
+         "better": "lower", "a": {"model": "a"}, "b": {"model": "b"}, "kid": True, "paper_values": {"a": 1, "b": 2}}
+
+
+def table(fid_a, fid_b, half=1.0, seeds=1):
+    rows = []
+    for model, value in (("a", fid_a), ("b", fid_b)):
+        for seed in range(seeds):
+            v = value + 0.1 * seed
+            rows.append({"dataset": "d", "model": model, "metric": "FID", "value": v, "std": math.nan,
+                         "low": v - half if seeds == 1 else math.nan, "high": v + half if seeds == 1 else math.nan,
+                         "label": "FID (x)", "source": "ours"})
+        rows.append({"dataset": "d", "model": model, "metric": "memorised (pixels)", "value": 0.05, "std": math.nan,
+                     "low": math.nan, "high": math.nan, "label": "memorised", "source": "ours"})
+    return pd.DataFrame(rows)
+
+
+def test_the_verdict_flips_with_its_inputs():
+    assert evaluate_claims([CLAIM], {"t": table(10, 20)}).verdict.item() == "holds"
+    assert evaluate_claims([CLAIM], {"t": table(20, 10)}).verdict.item() == "reversed"
+    assert evaluate_claims([CLAIM], {"t": table(10, 11, half=5)}).verdict.item() == "inconclusive"
+    higher = {**CLAIM, "better": "higher"}
+    assert evaluate_claims([higher], {"t": table(10, 20)}).verdict.item() == "reversed"
+    row = evaluate_claims([CLAIM], {"t": table(10, 20)}).iloc[0]
+    assert row.memorised_a == 0.05 and row.paper_a == 1 and row.difference == -10
+
+
+def test_one_seed_interval_combines_the_two_standard_errors():
+    a, b = Estimate(10.0, 1.0, (10.0,), "x"), Estimate(7.0, 2.0, (7.0,), "x")
+    d, low, high = difference(a, b)
+    z = scipy.stats.norm.ppf(0.975)
+    assert (d, low, high) == pytest.approx((3.0, 3 - z * math.sqrt(5), 3 + z * math.sqrt(5)))
+    assert difference(a, Estimate(7.0, None, (7.0,), "x"))[1:] == (None, None)
+    assert verdict(None, None, "lower") == "inconclusive"
+
+
+def test_several_seeds_give_scipys_paired_t_interval():
+    per_a, per_b = (3.1, 2.7, 3.5, 2.9), (2.0, 2.2, 2.9, 1.8)
+    a = Estimate(sum(per_a) / 4, None, per_a, "4 seeds")
+    b = Estimate(sum(per_b) / 4, None, per_b, "4 seeds")
+    _, low, high = difference(a, b)
+    ci = scipy.stats.ttest_rel(per_a, per_b).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    frame = evaluate_claims([CLAIM], {"t": table(10, 20, seeds=3)})
+    assert frame.noise.item() == "3 seeds" and len(frame.ours_a_per_seed.item()) == 3
+
+
+def test_a_claim_whose_rows_exist_nowhere_is_refused_with_the_rows_named():
+    with pytest.raises(ValueError, match="claim c: no dataset of t has FID rows matching .*its rows: a, b"):
+        evaluate_claims([{**CLAIM, "a": {"model": "pixelsnail"}}], {"t": table(1, 2)})
+
+
+def test_the_projects_claims_file_is_well_formed(tmp_path):
+    claims = load_claims(REPO / "paper/claims.yaml")
+    assert {c["table"] for c in claims} == {"table1", "aiqn_vae", "agave_table1", "cqf_table1"}
+    assert len({c["id"] for c in claims}) == len(claims) >= 11
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("claims:\n  - {id: x, paper: p, where: w, statement: s, table: t, metric: FID, a: {}, b: {}, paper_values: {}}\n")
+    with pytest.raises(ValueError, match=r"claims\[0\] \(x\) has no 'better'"):
+        load_claims(bad)
