@@ -10,6 +10,7 @@ from different extractors are never mistaken for one another.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,14 @@ def _score_features(features, probs, reference_path, splits, name, n, what, extr
         raise ValueError(f"{reference_path} was computed with another extractor than {extractor.path}; "
                          "rerun the reference_stats rule")
     n_ref = int(ref_meta["n"])
+    return [{"metric": "FID", "value": frechet_distance(mu, sigma, mu_ref, sigma_ref),
+             "label": fid_label(name, n, n_ref, what)}, is_entry(probs, splits, name, what)]
+
+
+def is_entry(probs: np.ndarray, splits: int, name: str, what: str = "samples") -> dict:
+    """The IS metric entry of class probabilities (N, K), with its spread over splits."""
     is_mean, is_std = inception_score(probs, splits=splits)
-    return [
-        {"metric": "FID", "value": frechet_distance(mu, sigma, mu_ref, sigma_ref),
-         "label": fid_label(name, n, n_ref, what)},
-        {"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, n, splits, what)},
-    ]
+    return {"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, len(probs), splits, what)}
 
 @dataclass(frozen=True)
 class Comparison:
@@ -179,12 +182,20 @@ class ReferenceSets:
 
 def load_reference_sets(path: str | Path, comparison: Comparison, extractor) -> ReferenceSets:
     """Read a `reference_features` file and carve it; the error names `evaluation.n_compare` when
-    the splits are too small for n a side."""
+    the splits are too small for n a side. Cached per process: `aiqn chain` scores every
+    checkpoint of a model against the same file."""
+    return _reference_sets(str(path), comparison, extractor.sha256, str(extractor.path),
+                           isinstance(extractor, ClassifierExtractor))
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_sets(path: str, comparison: Comparison, sha256: str, extractor_path: str,
+                    classifier: bool) -> ReferenceSets:
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in ("train", "test", "heldout_pixel", "heldout_feature")}
         meta = json.loads(str(data["meta"]))
-    if meta["extractor_checkpoint"]["sha256"] != extractor.sha256:
-        raise ValueError(f"{path} was computed with another extractor than {extractor.path}; "
+    if meta["extractor_checkpoint"]["sha256"] != sha256:
+        raise ValueError(f"{path} was computed with another extractor than {extractor_path}; "
                          "rerun the reference_features rule")
     n, n_train, n_test = comparison.n, len(arrays["train"]), len(arrays["test"])
     if n > n_test or 2 * n > n_train:
@@ -194,7 +205,7 @@ def load_reference_sets(path: str | Path, comparison: Comparison, extractor) -> 
     train_order = rng.permutation(n_train)
     train = arrays["train"].astype(np.float64)
     scale = 1.0
-    if comparison.scale_kid_features and isinstance(extractor, ClassifierExtractor):
+    if comparison.scale_kid_features and classifier:
         scale = float(1.0 / np.sqrt(np.mean((train ** 2).sum(1)) / train.shape[1]))
     return ReferenceSets(str(path), arrays["train"], arrays["test"], arrays["heldout_pixel"], arrays["heldout_feature"],
                          np.sort(train_order[:n]), np.sort(train_order[n:2 * n]),

@@ -153,8 +153,8 @@ def cmd_evaluate_real(args) -> None:
     """The real-data floor: IS of the test split, and the N-vs-N metrics of real images (n test
     images against the training reference, n other training images against the test reference)."""
     from aiqn.data import load_split
-    from aiqn.metrics import inception_score, load_statistics
-    from aiqn.metrics.scoring import comparison_metrics, is_label, load_reference_sets
+    from aiqn.metrics import load_statistics
+    from aiqn.metrics.scoring import comparison_metrics, is_entry, load_reference_sets
     from aiqn.report.provenance import evaluation_record
     from aiqn.core.io import file_record, write_json
 
@@ -163,9 +163,7 @@ def cmd_evaluate_real(args) -> None:
     comparison = comparison_from(args)
     sets = load_reference_sets(args.features, comparison, extractor)
     _, probs = extractor(images, _levels(args.dataset))
-    is_mean, is_std = inception_score(probs, splits=args.splits)
-    metrics = [{"metric": "IS", "value": is_mean, "std": is_std, "label": is_label(name, len(images), args.splits, "test")}]
-    metrics += comparison_metrics(None, None, sets, comparison, name)
+    metrics = [is_entry(probs, args.splits, name, "test")] + comparison_metrics(None, None, sets, comparison, name)
     record = {"dataset": args.dataset, "model": "real data (test split)", "step": None, "final": True,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
               "provenance": evaluation_record(
