@@ -6,6 +6,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9-]+",  # no "_": file names join dataset and model with "_"
     model=r"[A-Za-z0-9_-]+",
     step=r"\d{7}",
+    seed=r"\d+",
 
 PYTHON = "python -m aiqn"
 
@@ -99,8 +100,37 @@ def _with_run_seed(train):
     return section
 
 
-def train_section(dataset, model):
-    return _with_run_seed(model_entry(dataset, model)["train"])
+def run_seeds():
+    """The training seeds of Table 1's models (run.seeds): each trains, samples and is scored once per seed."""
+    return config["run"]["seeds"]
+
+
+def figure_seed():
+    """The seed whose samples, checkpoints and logs the figures show (the first of run.seeds); the
+    tables and the training curves show every seed."""
+    return run_seeds()[0]
+
+
+def run_dir(dataset, model, seed):
+    """Where train publishes one seed's checkpoints, train_log.csv and config.json (rules/train.smk)."""
+    return f"results/runs/{dataset}/{model}/seed-{seed}"
+
+
+def samples_path(dataset, model, seed, step):
+    return f"results/samples/{dataset}/{model}/seed-{seed}/{step}.npz"
+
+
+def metrics_path(dataset, model, seed, step):
+    return f"results/metrics/{dataset}/{model}/seed-{seed}/{step}.json"
+
+
+def train_section(dataset, model, seed=None):
+    """A model's train section on a dataset; `seed`: the run seed it trains with (run.seeds), else the
+    section's own seed or the top-level one (the sweep's trials)."""
+    section = _with_run_seed(model_entry(dataset, model)["train"])
+    if seed is not None:
+        section["seed"] = int(seed)
+    return section
 
 
 def checkpoint_steps(dataset, model):
@@ -191,10 +221,11 @@ def real_data_metrics(dataset):
 
 
 def metric_files(dataset):
+    """The floor's and every model's metrics files on a dataset: every seed, every checkpoint."""
     files = [real_data_metrics(dataset)]
     for model in models_for(dataset):
-        files += expand("results/metrics/{dataset}/{model}/{step}.json", dataset=dataset, model=model,
-                        step=checkpoint_steps(dataset, model))
+        files += [metrics_path(dataset, model, seed, step) for seed in run_seeds()
+                  for step in checkpoint_steps(dataset, model)]
     return files
 
 

@@ -1,5 +1,19 @@
 # Reports: Table 1 (long CSV, Markdown, LaTeX) with the paper's numbers beside ours, and the
 # figures per dataset (sample grid, IS/FID over training = Figure 4 analogue, loss curves).
+# The tables and the training curves read every seed of run.seeds; the sample grids, inpainting,
+# density, class grids and the memorisation figure show the first seed's final checkpoint.
+
+
+def final_checkpoint(dataset, model, seed=None):
+    """A model's final checkpoint, of `seed` (default: figure_seed())."""
+    seed = figure_seed() if seed is None else seed
+    return f"{run_dir(dataset, model, seed)}/ckpt_{final_step(dataset, model)}.pt"
+
+
+def final_samples(dataset, model, seed=None):
+    """The samples of a model's final checkpoint, of `seed` (default: figure_seed())."""
+    return samples_path(dataset, model, figure_seed() if seed is None else seed, final_step(dataset, model))
+
 
 
 rule table1:
@@ -22,8 +36,8 @@ rule table1:
 rule figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [f"results/samples/{w.dataset}/{m}/{final_step(w.dataset, m)}.npz" for m in models_for(w.dataset)],
-        train_logs=lambda w: [f"results/runs/{w.dataset}/{m}/{name}" for m in models_for(w.dataset)
+        samples=lambda w: [final_samples(w.dataset, m) for m in models_for(w.dataset)],
+        train_logs=lambda w: [f"{run_dir(w.dataset, m, figure_seed())}/{name}" for m in models_for(w.dataset)
                               for name in ("train_log.csv", "config.json")],
         metrics=lambda w: metric_files(w.dataset),
     output:
@@ -35,10 +49,10 @@ rule figures:
                     subcategory="{dataset}"),
     params:
         samples=lambda w: " ".join(
-            f"{m}=results/samples/{w.dataset}/{m}/{final_step(w.dataset, m)}.npz" for m in models_for(w.dataset)
+            f"{m}={final_samples(w.dataset, m)}" for m in models_for(w.dataset)
         ),
         train_logs=lambda w: " ".join(
-            f"{m}=results/runs/{w.dataset}/{m}/train_log.csv" for m in models_for(w.dataset)
+            f"{m}={run_dir(w.dataset, m, figure_seed())}/train_log.csv" for m in models_for(w.dataset)
         ),
         grid_n=config["report"]["grid_n"],
         variants=lambda w: " ".join(f"{m}={base_model(m)}" for m in models_for(w.dataset) if base_model(m) != m),
@@ -54,7 +68,7 @@ rule figures:
 def generative_samples(dataset):
     """name -> final samples of every generative model that runs on `dataset`: Table 1's models, and
     the AIQN-VAE's and CQF's rows where their sections list the dataset."""
-    samples = {m: f"results/samples/{dataset}/{m}/{final_step(dataset, m)}.npz" for m in models_for(dataset)}
+    samples = {m: final_samples(dataset, m) for m in models_for(dataset)}
     if dataset in method_datasets("vae"):
         samples.update({row: method_samples("vae", dataset, row) for row in VAE_ROWS})
     if dataset in method_datasets("cqf"):
@@ -124,7 +138,7 @@ rule claims:
 # evaluation), one row per class.
 rule class_grid:
     input:
-        samples=lambda w: f"results/samples/{w.dataset}/{w.model}/{final_step(w.dataset, w.model)}.npz",
+        samples=lambda w: final_samples(w.dataset, w.model),
         dataset_meta=rules.prepare_data.output.meta,
     output:
         report("reports/figures/{dataset}_{model}_classes.png", caption="../report/class_grid.rst",
@@ -142,14 +156,13 @@ rule class_grid:
 rule inpainting:
     input:
         test=rules.prepare_data.output.test,
-        checkpoints=lambda w: [f"results/runs/{w.dataset}/{m}/ckpt_{final_step(w.dataset, m)}.pt" for m in models_for(w.dataset)],
+        checkpoints=lambda w: [final_checkpoint(w.dataset, m) for m in models_for(w.dataset)],
     output:
         npz="results/inpainting/{dataset}.npz",
         figure=report("reports/figures/{dataset}_inpainting.png", caption="../report/inpainting.rst",
                       category="Figures", subcategory="{dataset}"),
     params:
-        checkpoints=lambda w: " ".join(f"{m}=results/runs/{w.dataset}/{m}/ckpt_{final_step(w.dataset, m)}.pt"
-                                       for m in models_for(w.dataset)),
+        checkpoints=lambda w: " ".join(f"{m}={final_checkpoint(w.dataset, m)}" for m in models_for(w.dataset)),
         n_images=config["inpainting"]["n_images"],
         completions=config["inpainting"]["completions"],
         known_rows=config["inpainting"]["known_rows"],
@@ -172,7 +185,7 @@ rule inpainting:
 # pixel-channel, computed exactly by a pixel-local backward pass (aiqn.methods.pixeliqn.density).
 rule density:
     input:
-        checkpoint=lambda w: f"results/runs/{w.dataset}/{w.model}/ckpt_{final_step(w.dataset, w.model)}.pt",
+        checkpoint=lambda w: final_checkpoint(w.dataset, w.model),
     output:
         npz="results/density/{dataset}/{model}.npz",
         figure=report("reports/figures/{dataset}_{model}_density.png", caption="../report/density.rst",

@@ -7,21 +7,21 @@
 # when it is run again.
 
 
-def score_calls(dataset, model):
-    """The chained `sample` and `evaluate` calls of every checkpoint of (dataset, model)."""
+def score_calls(dataset, model, seed):
+    """The chained `sample` and `evaluate` calls of every checkpoint of (dataset, model) trained with `seed`."""
     sampling = config["sampling"]
     calls = []
     for step in checkpoint_steps(dataset, model):
-        ckpt = f"results/runs/{dataset}/{model}/ckpt_{step}.pt"
-        samples = f"results/samples/{dataset}/{model}/{step}.npz"
+        ckpt = f"{run_dir(dataset, model, seed)}/ckpt_{step}.pt"
+        samples = samples_path(dataset, model, seed, step)
         calls.append(
             f"sample --checkpoint {ckpt} --n {sampling['n_samples']} --batch-size {sampling['batch_size']}"
             f" --seed {sampling['seed']} --method {sampling['method']}"
-            f" --shard-dir state/samples/{dataset}/{model}/{step} --device {config['device']} --out {samples}"
+            f" --shard-dir state/samples/{dataset}/{model}/seed-{seed}/{step} --device {config['device']} --out {samples}"
             " --no-progress")
         calls.append(evaluate_call(dataset, model, samples, ckpt, score_rule_name(dataset, model),
-                                   f"dataset={dataset},model={model},step={step}",
-                                   f"results/metrics/{dataset}/{model}/{step}.json",
+                                   f"dataset={dataset},model={model},seed={seed},step={step}",
+                                   metrics_path(dataset, model, seed, step),
                                    final=step == final_step(dataset, model)))
     return " :: ".join(calls)
 
@@ -31,14 +31,14 @@ def score_rule_name(dataset, model):
 
 
 # One rule per (dataset, model), like training (rules/train.smk): its outputs are that model's
-# checkpoint steps, which a wildcard rule could not list.
+# checkpoint steps, which a wildcard rule could not list; a job per seed.
 for _dataset, _model in run_pairs():
 
     rule:
         name:
             score_rule_name(_dataset, _model)
         input:
-            checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
+            checkpoints=[f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
             extractor=extractor_path(_dataset),
             reference=reference_path(_dataset),
             features=features_path(_dataset),
@@ -46,15 +46,15 @@ for _dataset, _model in run_pairs():
             test=f"data/processed/{_dataset}/test.npz",
             dataset_meta=f"data/processed/{_dataset}/meta.json",
         output:
-            samples=[f"results/samples/{_dataset}/{_model}/{s}.npz" for s in checkpoint_steps(_dataset, _model)],
-            samples_meta=[f"results/samples/{_dataset}/{_model}/{s}.npz.json" for s in checkpoint_steps(_dataset, _model)],
-            metrics=[f"results/metrics/{_dataset}/{_model}/{s}.json" for s in checkpoint_steps(_dataset, _model)],
+            samples=[samples_path(_dataset, _model, "{seed}", s) for s in checkpoint_steps(_dataset, _model)],
+            samples_meta=[samples_path(_dataset, _model, "{seed}", s) + ".json" for s in checkpoint_steps(_dataset, _model)],
+            metrics=[metrics_path(_dataset, _model, "{seed}", s) for s in checkpoint_steps(_dataset, _model)],
         params:
-            calls=score_calls(_dataset, _model),
+            calls=lambda w, dataset=_dataset, model=_model: score_calls(dataset, model, w.seed),
         threads: 1
         resources:
             gpu=1 if uses_gpu() else 0,
         log:
-            f"logs/score/{_dataset}/{_model}.log",
+            f"logs/score/{_dataset}/{_model}/seed-{{seed}}.log",
         shell:
             "{PYTHON} --threads {threads} chain {params.calls} > {log} 2>&1"

@@ -23,8 +23,9 @@ rule train_classifier:
 
 # One training rule per (dataset, model) of the run, because each keeps its own checkpoint steps
 # (a rule's outputs cannot depend on a wildcard's value otherwise), and a model's definition may
-# differ per dataset (dataset_overrides). With gpus > 1 on CUDA the job runs under torchrun
-# (DistributedDataParallel, one process per GPU); it declares resources gpu=N, so
+# differ per dataset (dataset_overrides); a job per seed of run.seeds (the {seed} wildcard, a
+# seed-<s> path segment; the seed is the train section's). With gpus > 1 on CUDA the job runs under
+# torchrun (DistributedDataParallel, one process per GPU); it declares resources gpu=N, so
 # `--resources gpu=K` on a workstation and a cluster profile schedule it right.
 for _dataset, _model in run_pairs():
 
@@ -35,14 +36,14 @@ for _dataset, _model in run_pairs():
             train=f"data/processed/{_dataset}/train.npz",
             selected=[sweep_choice(_dataset, _model)] if sweep_choice(_dataset, _model) else [],
         output:
-            checkpoints=[f"results/runs/{_dataset}/{_model}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)],
-            log_csv=f"results/runs/{_dataset}/{_model}/train_log.csv",
-            config=f"results/runs/{_dataset}/{_model}/config.json",
+            checkpoints=[f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)],
+            log_csv=f"{run_dir(_dataset, _model, '{seed}')}/train_log.csv",
+            config=f"{run_dir(_dataset, _model, '{seed}')}/config.json",
         params:
             dataset=_dataset,
             model=_model,
             model_config=model_config_json(_dataset, _model),
-            train_config=as_json(train_section(_dataset, _model)),
+            train_config=lambda w, dataset=_dataset, model=_model: as_json(train_section(dataset, model, w.seed)),
             device=config["device"],
             selected=f"--selected {sweep_choice(_dataset, _model)}" if sweep_choice(_dataset, _model) else "",
             class_conditional="--class-conditional" if class_conditional(_dataset, _model) else "",
@@ -52,10 +53,10 @@ for _dataset, _model in run_pairs():
         resources:
             gpu=training_gpus(_dataset, _model),
         log:
-            f"logs/train/{_dataset}/{_model}.log",
+            f"logs/train/{_dataset}/{_model}/seed-{{seed}}.log",
         shell:
             "{params.launcher} --threads {threads} train --dataset {params.dataset} --data {input.train}"
             " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-            " {params.selected} {params.class_conditional} --state-dir state/train/{params.dataset}/{params.model}"
-            " --out-dir results/runs/{params.dataset}/{params.model} --device {params.device}"
+            " {params.selected} {params.class_conditional} --state-dir state/train/{params.dataset}/{params.model}/seed-{wildcards.seed}"
+            " --out-dir results/runs/{params.dataset}/{params.model}/seed-{wildcards.seed} --device {params.device}"
             " --no-progress > {log} 2>&1"

@@ -59,6 +59,21 @@ def test_several_seeds_give_scipys_paired_t_interval():
     assert frame.noise.item() == "3 seeds" and len(frame.ours_a_per_seed.item()) == 3
 
 
+def test_seeds_are_paired_by_seed_not_by_row_order_and_welch_without_common_seeds():
+    per_a, per_b = {0: 3.1, 1: 2.7, 2: 3.5}, {0: 2.0, 1: 2.2, 2: 2.9}
+    rows = [{"dataset": "d", "model": m, "metric": "FID", "value": v, "std": math.nan, "low": math.nan,
+             "high": math.nan, "label": "FID (x)", "source": "ours", "seed": seed}
+            for m, values in (("a", per_a), ("b", per_b)) for seed, v in values.items()]
+    shuffled = pd.DataFrame(rows[:3] + rows[3:][::-1])  # b's seeds in the order 2, 1, 0
+    row = evaluate_claims([CLAIM], {"t": shuffled}).iloc[0]
+    ci = scipy.stats.ttest_rel(list(per_a.values()), list(per_b.values())).confidence_interval(0.95)
+    assert (row.difference_low, row.difference_high) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    other = pd.DataFrame(rows[:3] + [{**r, "seed": r["seed"] + 10} for r in rows[3:]])  # no seed in common
+    row = evaluate_claims([CLAIM], {"t": other}).iloc[0]
+    welch = scipy.stats.ttest_ind(list(per_a.values()), list(per_b.values()), equal_var=False).confidence_interval(0.95)
+    assert (row.difference_low, row.difference_high) == pytest.approx((welch.low, welch.high), rel=1e-9)
+
+
 def test_a_claim_whose_rows_exist_nowhere_is_refused_with_the_rows_named():
     with pytest.raises(ValueError, match="claim c: no dataset of t has FID rows matching .*its rows: a, b"):
         evaluate_claims([{**CLAIM, "a": {"model": "pixelsnail"}}], {"t": table(1, 2)})

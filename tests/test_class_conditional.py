@@ -60,8 +60,8 @@ def test_a_variant_trains_its_base_as_a_profile_overlays_it_with_the_base_sweep_
 
     repo = copy_repo(tmp_path)
     out = _dry_run_commands(repo, "--profile", "profiles/ci")
-    command = next(line for line in out.splitlines() if "--out-dir results/runs/digits/pixeliqn_cond" in line)
-    base = next(line for line in out.splitlines() if "--out-dir results/runs/digits/pixeliqn " in line)
+    command = next(line for line in out.splitlines() if "--out-dir results/runs/digits/pixeliqn_cond/seed-0 " in line)
+    base = next(line for line in out.splitlines() if "--out-dir results/runs/digits/pixeliqn/seed-0 " in line)
     config = lambda line: line.split("--model-config ")[1].split(" --train-config")[0]  # noqa: E731
     assert config(command) == config(base) and '"planes":16' in config(command)  # profiles/ci's overlay
     assert "--class-conditional" in command and "--class-conditional" not in base

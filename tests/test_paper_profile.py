@@ -25,7 +25,7 @@ def dry_run(tmp_path_factory):
 def _train_commands(text: str) -> dict[str, str]:
     commands = {}
     for line in text.splitlines():
-        match = re.search(r"train --dataset (\S+) .* --out-dir results/runs/\S+/(\S+) ", line)
+        match = re.search(r"train --dataset (\S+) .* --out-dir results/runs/\S+/(\S+)/seed-0 ", line)
         if match:
             commands[f"{match.group(1)}/{match.group(2)}"] = line
     return commands
@@ -78,7 +78,7 @@ def test_evaluation_uses_inception_on_10000_samples_and_tracks_raw_data(dry_run)
     assert "reference-stats --dataset cifar10 --extractor data/raw/inception/weights-inception-2015-12-05-6726825d.pth" \
         in dry_run
     assert "results/reference/cifar10/inception-v3_10000.npz" in dry_run
-    assert "sample --checkpoint results/runs/cifar10/pixeliqn/ckpt_0300000.pt --n 10000" in dry_run
+    assert "sample --checkpoint results/runs/cifar10/pixeliqn/seed-0/ckpt_0300000.pt --n 10000" in dry_run
     assert "download --group inception --file weights-inception-2015-12-05-6726825d.pth" in dry_run
     for group in ("cifar10", "imagenet32", "inception"):
         assert f"dvc add --quiet data/raw/{group}" in dry_run

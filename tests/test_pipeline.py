@@ -46,11 +46,17 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
     assert {"aiqn-fid", "cqf-fid", "agave-bpd", "aiqn-vae-fid"} <= set(claims.claim)
     assert set(claims.verdict) <= {"holds", "reversed", "inconclusive"}
     assert "Verdict rule" in (ci_run / "reports/tables/claims.md").read_text()
+    # run.seeds [0, 1]: every model's row once per seed in the long CSV, the claims' intervals over seeds
+    for model in ("pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"):
+        assert sorted(digits_rows(ours, model, "FID").seed) == [0, 1]
+    aiqn_fid = claims[(claims.claim == "aiqn-fid") & (claims.dataset == "digits")].iloc[0]
+    assert aiqn_fid.noise == "2 seeds" and len(eval(aiqn_fid.ours_a_per_seed)) == 2
+    assert claims[claims.claim == "cqf-fid"].noise.str.startswith("one seed").all()  # the methods: one seed
     main_fid = digits[digits.metric == "FID"]
     assert (main_fid.low < main_fid.high).all() and "real data (test split)" not in set(main_fid.model)
     colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models
     assert {"pixelcnn", "pixeliqn"} <= set(colour.model) and colour[~colour.metric.isin(["bits/dim", "memorised (pixels)"])].label.str.contains("photos32-classifier").all()
-    with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/0000150.npz") as arrays:
+    with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/seed-0/0000150.npz") as arrays:
         assert arrays["images"].shape == (100, 3, 32, 32) and arrays["images"].dtype == "uint8"
     assert table.source.str.startswith("paper").any()
     for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png",
@@ -59,14 +65,19 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         assert (ci_run / "reports/figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (ci_run / "reports/tables/table1.md").read_text()
     assert "Paper" in md and "Ours" in md
-    metrics = json.loads((ci_run / "results/metrics/digits/pixeliqn/0000150.json").read_text())
-    assert metrics["final"] and metrics["n_samples"] == 100
-    with __import__("numpy").load(ci_run / "results/samples/digits/pixeliqn_cond/0000150.npz") as arrays:
+    metrics = json.loads((ci_run / "results/metrics/digits/pixeliqn/seed-1/0000150.json").read_text())
+    assert metrics["final"] and metrics["n_samples"] == 100 and metrics["seed"] == 1
+    with __import__("numpy").load(ci_run / "results/samples/digits/pixeliqn_cond/seed-0/0000150.npz") as arrays:
         assert set(arrays["labels"].tolist()) == set(range(10))  # PixelIQN*: labels drawn uniformly
-    for step in ("0000050", "0000150"):  # several checkpoints are evaluated (Figure 4)
-        assert (ci_run / f"results/metrics/digits/pixelcnn/{step}.json").exists()
-    for log in ("logs/train/digits/pixelcnn.log", "logs/score/digits/pixeliqn.log"):
+    for seed in (0, 1):  # every seed's checkpoints are evaluated (Figure 4)
+        for step in ("0000050", "0000150"):
+            assert (ci_run / f"results/metrics/digits/pixelcnn/seed-{seed}/{step}.json").exists()
+    for log in ("logs/train/digits/pixelcnn/seed-0.log", "logs/score/digits/pixeliqn/seed-1.log"):
         assert (ci_run / log).stat().st_size > 0
+
+
+def digits_rows(ours, model, metric):
+    return ours[(ours.dataset == "digits") & (ours.model == model) & (ours.metric == metric)]
 
 
 @pytest.mark.slow
@@ -106,21 +117,23 @@ def aiqn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_every_table1_cell_has_a_complete_provenance_record(ci_run):
     cells = json.loads((ci_run / "reports/provenance/table1.json").read_text())
     table = pd.read_csv(ci_run / "reports/tables/table1.csv")
-    assert len(cells) == len(table)
-    ours = [c for c in cells if c["source"] == "ours"]
+    seeded = table[table.seed.notna()].groupby(["dataset", "model", "label"]).ngroups  # a mean cell per row
+    assert len(cells) == len(table) + seeded
+    ours = [c for c in cells if c["source"] == "ours" and c["seed"] != "mean"]
     for cell in ours:
         record = cell["record"]
         for key in ("metrics_file", "checkpoint", "samples", "reference", "dataset", "config", "rule", "code",
                     "environment", "table_rule"):
             assert record.get(key), (cell["model"], cell["label"], key)
-    iqn = next(c for c in ours if c["model"] == "pixeliqn" and c["metric"] == "FID")["record"]
-    assert iqn["checkpoint"]["path"] == "results/runs/digits/pixeliqn/ckpt_0000150.pt"
+    iqn = next(c for c in ours if c["model"] == "pixeliqn" and c["metric"] == "FID" and c["seed"] == 1)["record"]
+    assert iqn["checkpoint"]["path"] == "results/runs/digits/pixeliqn/seed-1/ckpt_0000150.pt"
     assert iqn["checkpoint"]["weights"] == "ema" and iqn["checkpoint"]["step"] == 150
     assert iqn["samples"]["n"] == 100 and iqn["samples"]["seed"] == 1
     assert iqn["reference"]["n"] == 300 and iqn["reference"]["extractor"] == "digits-classifier"
     assert iqn["config"]["model"]["head"] == "quantile" and iqn["config"]["train"]["steps"] == 150
+    assert iqn["config"]["train"]["seed"] == 1
     assert iqn["rule"] == {"name": "score_digits_pixeliqn", "wildcards": {"dataset": "digits", "model": "pixeliqn",
-                                                                          "step": "0000150"}}
+                                                                          "seed": "1", "step": "0000150"}}
     assert iqn["dataset"]["raw"][0]["locator"] == "sklearn:datasets/data/digits.csv.gz"
     assert set(iqn["environment"]["packages"]) >= {"torch", "snakemake", "dvc"}
     real = next(c for c in ours if c["model"].startswith("real data"))["record"]
@@ -131,9 +144,12 @@ def test_every_table1_cell_has_a_complete_provenance_record(ci_run):
 def test_provenance_command_prints_the_chain(ci_run):
     result = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID", "--dataset", "digits")
     assert result.returncode == 0, result.stderr
-    for expected in ("results/runs/digits/pixeliqn/ckpt_0000150.pt", "results/samples/digits/pixeliqn/0000150.npz",
-                     "step 150, ema weights", "digits-classifier", "score_digits_pixeliqn", "git "):
+    for expected in ("mean over seeds [0, 1]", "results/runs/digits/pixeliqn/seed-0/ckpt_0000150.pt",
+                     "results/runs/digits/pixeliqn/seed-1/ckpt_0000150.pt", "results/samples/digits/pixeliqn/seed-1/0000150.npz",
+                     "training seed 1", "step 150, ema weights", "digits-classifier", "score_digits_pixeliqn", "git "):
         assert expected in result.stdout
+    one = aiqn(ci_run, "provenance", "table1", "--row", "pixeliqn", "--metric", "FID", "--dataset", "digits", "--seed", "1")
+    assert "seed-1/ckpt_0000150.pt" in one.stdout and "seed-0/" not in one.stdout
     as_json = aiqn(ci_run, "provenance", "table1", "--row", "pixelcnn", "--metric", "bits/dim", "--dataset", "digits",
                    "--json")
     assert json.loads(as_json.stdout)["record"]["config"]["model"]["head"] == "categorical"
@@ -146,13 +162,13 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
     assert aiqn(ci_run, "audit").returncode == 0
     copy = tmp_path / "copy"
     shutil.copytree(ci_run, copy, ignore=shutil.ignore_patterns(".snakemake", "state"))
-    metrics = copy / "results/metrics/digits/pixelcnn/0000150.json"
+    metrics = copy / "results/metrics/digits/pixelcnn/seed-0/0000150.json"
     metrics.write_text(metrics.read_text().replace('"final": true', '"final": true '))  # rewritten metrics file
-    (copy / "results/runs/digits/pixeliqn/ckpt_0000150.pt").unlink()  # a lost checkpoint
+    (copy / "results/runs/digits/pixeliqn/seed-1/ckpt_0000150.pt").unlink()  # a lost checkpoint
     result = aiqn(copy, "audit")
     assert result.returncode == 1
-    assert "results/metrics/digits/pixelcnn/0000150.json changed" in result.stdout
-    assert "results/runs/digits/pixeliqn/ckpt_0000150.pt is missing" in result.stdout
+    assert "results/metrics/digits/pixelcnn/seed-0/0000150.json changed" in result.stdout
+    assert "results/runs/digits/pixeliqn/seed-1/ckpt_0000150.pt is missing" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -215,8 +231,8 @@ def test_dvc_round_trip_restores_a_run_that_needs_nothing_redone(ci_run, tmp_pat
     assert not (clone / "results").exists()
     restored = run(clone, "bash", "scripts/restore.sh", "--profile", "profiles/ci")
     assert "audit: " in restored.stdout and ", 0 mismatches" in restored.stdout
-    for path in ("results/runs/digits/pixeliqn/ckpt_0000150.pt", "results/samples/digits/pixelcnn/0000150.npz",
-                 "results/metrics/digits/pixeliqn/0000150.json", "reports/tables/table1.csv",
+    for path in ("results/runs/digits/pixeliqn/seed-1/ckpt_0000150.pt", "results/samples/digits/pixelcnn/seed-0/0000150.npz",
+                 "results/metrics/digits/pixeliqn/seed-1/0000150.json", "reports/tables/table1.csv",
                  "reports/figures/digits_samples.png", "reports/provenance/table1.json", "data/processed/digits/train.npz"):
         assert (clone / path).exists(), path
     dry = snakemake(clone, "--profile", "profiles/ci", "--dry-run")
@@ -236,7 +252,8 @@ def test_the_sweep_chooses_a_configuration_that_the_final_training_uses(ci_run):
         assert len(rung0["ranking"]) == 3 and len(rung0["promoted"]) == 1  # the best third goes on
         assert chosen["chosen"] == rung0["promoted"][0]
         assert chosen["compute_steps"] == 3 * 20 + 40
-        trained = json.loads((ci_run / "results/runs/digits" / model / "config.json").read_text())["train"]
+        trained = json.loads((ci_run / "results/runs/digits" / model / "seed-1/config.json").read_text())["train"]
+        assert trained["seed"] == 1  # every seed trains the one configuration the sweep chose
         assert trained["optimizer"] == chosen["config"]["optimizer"]
         assert trained["lr"] == pytest.approx(chosen["config"]["lr"])
         if model == "pixeliqn":

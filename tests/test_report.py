@@ -20,14 +20,14 @@ from aiqn.report import (
     write_table1,
 )
 from aiqn.report.figures import class_rows
-from aiqn.report.tables import TableText
+from aiqn.report.tables import TableText, metrics_summary, over_seeds
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper" / "aiqn_table1.csv"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _metrics_json(path: Path, model: str, step, final: bool, fid: float, is_: float,
-                  bpd: float | None = None, dataset: str = "digits") -> str:
+                  bpd: float | None = None, dataset: str = "digits", seed: int | None = None) -> str:
     n_ref = "360 test" if step is None else "1000 samples"
     metrics = [
         {"metric": "FID", "value": fid,
@@ -38,7 +38,7 @@ def _metrics_json(path: Path, model: str, step, final: bool, fid: float, is_: fl
     if bpd is not None:
         metrics.append({"metric": "bits/dim", "value": bpd,
                         "label": "bits/dim (digits test split, 17 levels)"})
-    doc = {"dataset": dataset, "model": model, "step": step, "final": final,
+    doc = {"dataset": dataset, "model": model, "step": step, "final": final, "seed": seed,
            "n_samples": 1000, "extractor": "digits-classifier", "n_reference": 1000,
            "metrics": metrics, "inputs": {}}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def test_load_metric_records_names_bad_file(tmp_path):
 
 def test_load_metric_records_columns(metric_files):
     frame = load_metric_records(metric_files)
-    assert list(frame.columns) == ["dataset", "model", "step", "final", "metric", "value", "std", "low", "high",
+    assert list(frame.columns) == ["dataset", "model", "step", "seed", "final", "metric", "value", "std", "low", "high",
                                    "label", "n_samples", "extractor", "source", "metrics_file"]
     assert (frame["source"] == "ours").all()
     real = frame[frame["model"] == "real data (test split)"]
@@ -240,3 +240,47 @@ def test_write_table1_under_another_name(metric_files, tmp_path):
     md = Path(paths["md"]).read_text()
     assert md.startswith("# AIQN-VAE\n\nVAE samples vs AIQN-VAE samples") and "## Paper: no numbers" in md
     assert r"\label{tab:aiqn_vae}" in Path(paths["tex"]).read_text()
+
+
+def _seed_files(tmp_path, fids: dict[str, list[float]]) -> list[str]:
+    """Final metrics files of each model, one per training seed, and the floor."""
+    files = [_metrics_json(tmp_path / m / f"seed-{seed}" / "0001500.json", m, 1500, True, fid, 7.0 + seed, seed=seed)
+             for m, values in fids.items() for seed, fid in enumerate(values)]
+    return files + [_metrics_json(tmp_path / "real.json", "real data (test split)", None, True, 1.5, 9.2)]
+
+
+def test_several_seeds_give_per_seed_rows_and_a_mean_with_scipys_t_interval(tmp_path):
+    fids = {"pixelcnn": [7.5, 9.0, 8.1], "pixeliqn": [18.0, 15.5, 21.2]}
+    table = build_table1(_seed_files(tmp_path, fids), str(PAPER_CSV))
+    ours = table[table["source"] == "ours"]
+    fid = ours[(ours["metric"] == "FID") & (ours["model"] == "pixeliqn")]
+    assert fid["seed"].tolist() == [0, 1, 2] and fid["value"].tolist() == fids["pixeliqn"]  # the long CSV: every seed
+    mean = over_seeds(ours)
+    row = mean[(mean["metric"] == "FID") & (mean["model"] == "pixeliqn")].iloc[0]
+    values = fids["pixeliqn"]
+    low, high = scipy_t_interval(values)
+    assert (row.value, row.low, row.high, row.seeds) == pytest.approx((np.mean(values), low, high, 3))
+    floor = mean[mean["model"] == "real data (test split)"]
+    assert (floor["seeds"] == 0).all() and len(floor) == 2  # the floor has no seeds and is kept as it is
+    paths = write_table1(table, tmp_path / "out")
+    markdown = Path(paths["md"]).read_text()
+    assert f"{np.mean(values):.2f} [{low:.2f}, {high:.2f}]" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| model"))
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+             for line in markdown.splitlines() if line.startswith("| pixel")}
+    assert [c.strip() for c in header.split("|")[1:4]] == ["model", "step", "seeds"]
+    assert cells["pixeliqn"][1:3] == ["1500", "3"]
+    assert metrics_summary(table)["digits"]["pixeliqn"][row.label] == pytest.approx(np.mean(values))
+
+
+def scipy_t_interval(values):
+    import scipy.stats
+
+    return scipy.stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy.stats.sem(values))
+
+
+def test_two_records_of_the_same_seed_are_refused(tmp_path):
+    files = _seed_files(tmp_path, {"pixelcnn": [7.5, 9.0]})
+    twin = _metrics_json(tmp_path / "copy.json", "pixelcnn", 1500, True, 8.0, 7.0, seed=1)
+    with pytest.raises(ValueError, match="several final records .*seed"):
+        build_table1(files + [twin], str(PAPER_CSV))

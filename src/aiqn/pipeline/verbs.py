@@ -138,7 +138,8 @@ def cmd_evaluate(args) -> None:
                "host": sample_meta.get("environment", {}).get("host"), "meta": file_record(args.samples + ".json")}
     checkpoint = {"path": args.checkpoint, "step": ckpt["step"], "weights": sample_meta.get("weights", "ema"),
                   "config": ckpt["config"], "train_config": ckpt["train_config"]}
-    record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": args.final,
+    record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"],
+              "seed": ckpt["train_config"].get("seed"), "final": args.final,
               "n_samples": len(images), "extractor": args.extractor_name, "metrics": metrics,
               "provenance": evaluation_record(
                   checkpoint=checkpoint, samples=samples, reference_path=args.reference,
@@ -273,7 +274,7 @@ def cmd_claims(args) -> None:
 def cmd_provenance(args) -> None:
     from aiqn.report.provenance import explain, find_cell, load_table_records
 
-    cell = find_cell(load_table_records(args.dir, args.table), args.row, args.metric, args.dataset)
+    cell = find_cell(load_table_records(args.dir, args.table), args.row, args.metric, args.dataset, args.seed)
     print(json.dumps(cell, indent=2, sort_keys=True) if args.json else explain(cell))
 
 
@@ -403,6 +404,8 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--row", required=True, help="model row, e.g. pixeliqn or 'real data (test split)'")
     p.add_argument("--metric", required=True, help="metric name (FID, IS, bits/dim) or its full label")
     p.add_argument("--dataset", default=None, help="needed when the row exists for several datasets")
+    p.add_argument("--seed", default=None, help="one training seed's cell; default: the mean over seeds where "
+                                               "a row has several (the rendered table's number)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.add_argument("--dir", default="reports/provenance")
 

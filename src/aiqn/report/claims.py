@@ -9,8 +9,9 @@ lies wholly on the paper's side of 0, is *reversed* if it lies wholly on the oth
 Where a row's value comes from one training seed, its interval covers sampling noise only: the
 bootstrap 95% interval of the FID (over the samples; its half-width / 1.96 is taken as the
 standard error), the spread of KID over subsets and of IS over splits (taken as the standard
-error: conservative). With per-seed values (one row per seed) the interval is a t interval
-over seeds, paired where both rows have the same seeds.
+error: conservative). With per-seed values (one row per training seed, run.seeds) the interval is
+a Student-t interval over seeds, paired by seed where both rows have the same seeds (Welch's
+otherwise): it covers training and sampling noise.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Estimate:
     se: float | None
     per_seed: tuple[float, ...]
     noise: str
+    seeds: tuple = ()
 
 
 def load_claims(path) -> list[dict]:
@@ -70,27 +72,36 @@ def _rows(table: pd.DataFrame, side: dict, metric: str, dataset: str) -> pd.Data
 
 
 def _estimate(rows: pd.DataFrame) -> Estimate:
+    if "seed" in rows:
+        rows = rows.sort_values("seed", kind="stable")
     values = rows["value"].astype(float).to_numpy()
-    seeds = tuple(float(v) for v in values)
+    per_seed = tuple(float(v) for v in values)
+    seeds = tuple(rows["seed"].tolist()) if "seed" in rows else ()
     if len(values) >= 2:
-        return Estimate(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), seeds,
-                        f"{len(values)} seeds")
+        return Estimate(float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))), per_seed,
+                        f"{len(values)} seeds", seeds)
     row = rows.iloc[0]
     low, high, std = (float(row.get(k, float("nan"))) for k in ("low", "high", "std"))
     if not (math.isnan(low) or math.isnan(high)):
-        return Estimate(float(values[0]), (high - low) / (2 * Z95), seeds, "one seed; bootstrap over samples")
+        return Estimate(float(values[0]), (high - low) / (2 * Z95), per_seed, "one seed; bootstrap over samples")
     if not math.isnan(std):
-        return Estimate(float(values[0]), std, seeds, "one seed; spread over subsets/splits")
-    return Estimate(float(values[0]), None, seeds, "one seed; no interval")
+        return Estimate(float(values[0]), std, per_seed, "one seed; spread over subsets/splits")
+    return Estimate(float(values[0]), None, per_seed, "one seed; no interval")
 
 
 def difference(a: Estimate, b: Estimate) -> tuple[float, float | None, float | None]:
-    """a - b and its 95% interval: a t interval over seeds (paired when both have the same number of
-    seeds, at least 2), else a normal interval from the two standard errors; None without one."""
+    """a - b and its 95% interval: a t interval over seeds, paired by seed when both have the same
+    seeds (at least 2), Welch's when both have at least 2 others, else a normal interval from the two
+    standard errors; None without one."""
     d = a.value - b.value
-    if len(a.per_seed) >= 2 and len(a.per_seed) == len(b.per_seed):
+    if len(a.per_seed) >= 2 and len(a.per_seed) == len(b.per_seed) and a.seeds == b.seeds:
         diffs = np.subtract(a.per_seed, b.per_seed)
         half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+        return d, d - half, d + half
+    if len(a.per_seed) >= 2 and len(b.per_seed) >= 2:
+        va, vb = a.se ** 2, b.se ** 2
+        dof = (va + vb) ** 2 / (va ** 2 / (len(a.per_seed) - 1) + vb ** 2 / (len(b.per_seed) - 1)) if va + vb else 1
+        half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
         return d, d - half, d + half
     if a.se is None or b.se is None:
         return d, None, None
@@ -159,8 +170,9 @@ def render_markdown(frame: pd.DataFrame) -> str:
     """The claims table as Markdown: the verdict rule in the caption, one row per claim and dataset."""
     lines = ["# Claims and verdicts", "",
              f"Verdict rule: {VERDICT_RULE}. a - b is ours (the first model minus the second) on the claim's metric; "
-             "'noise' says what the interval covers: with one training seed, sampling noise only (a bootstrap of the "
-             "FID over samples; the spread over splits or subsets for IS and KID), not training noise. 'KID' is the "
+             "'noise' says what the interval covers: with several training seeds, a Student-t interval over seeds "
+             "(paired by seed), which covers training and sampling noise; with one seed, sampling noise only (a "
+             "bootstrap of the FID over samples; the spread over splits or subsets for IS and KID). 'KID' is the "
              "same comparison on KID x1000 vs the held-out test images. 'memorised': fraction of each model's samples "
              "closer to a training image than 95% of test images (pixels). Explanations: docs/verdicts.md.", ""]
     header = ["claim", "paper (where)", "dataset", "metric", "a vs b", "paper a / b", "ours a / b", "a - b [95%]",

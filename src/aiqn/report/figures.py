@@ -137,13 +137,19 @@ def plot_training_curves(metric_paths: list[str], out_png: str, dataset: str,
             line = sub[sub["model"] == model].sort_values("step")
             if line.empty:
                 continue
-            steps = line["step"].astype(float).to_numpy()
-            values = line["value"].to_numpy(dtype=float)
+            style = ":" if model in dotted else "-"
+            name = f"{model} (class-conditional)" if model in dotted else str(model)
+            n_seeds = line["seed"].nunique()
+            if n_seeds > 1:  # every seed thin, their mean bold
+                for _, one in line.groupby("seed"):
+                    ax.plot(one["step"].astype(float), one["value"].astype(float), color=colours[model],
+                            linestyle=style, linewidth=0.8, alpha=0.35)
+                name += f", mean of {n_seeds} seeds"
+            mean = line.groupby("step")["value"].mean()
+            steps, values = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
+            ax.plot(steps, values, marker=markers[i % len(markers)], color=colours[model], linestyle=style, label=name)
             std = line["std"].to_numpy(dtype=float)
-            ax.plot(steps, values, marker=markers[i % len(markers)], color=colours[model],
-                    linestyle=":" if model in dotted else "-",
-                    label=f"{model} (class-conditional)" if model in dotted else str(model))
-            if np.isfinite(std).any():
+            if n_seeds <= 1 and np.isfinite(std).any():
                 ax.errorbar(steps, values, yerr=np.nan_to_num(std), fmt="none",
                             ecolor=colours[model], capsize=3, alpha=0.7)
         floor = real[real["metric"] == metric]

@@ -88,19 +88,34 @@ def missing_fields(record: dict) -> list[str]:
     return [key for key in REQUIRED if record.get(key) in (None, {}, "")]
 
 
+MEAN = "mean"  # the `seed` of a cell that is the mean over a row's training seeds
+
+
+def _seed(value) -> int | None:
+    """A long table's seed cell as JSON: an int, or None (the floor, the paper's rows)."""
+    import pandas as pd
+
+    return None if pd.isna(value) else int(value)
+
+
 def table_provenance(table, table_name: str, rule: str, paper_csv: str) -> list[dict]:
-    """One record per cell of `table` (the long form written by the table stage).
+    """One record per cell of `table` (the long form written by the table stage), and one per mean
+    over seeds that the rendered table shows.
 
     Our cells take the provenance block of their metrics file plus that file's own hash; the
-    paper's cells name the paper's data file. Raises ProvenanceError on any incomplete record,
-    so the rule that writes the table fails.
+    paper's cells name the paper's data file; a row with several training seeds gets a cell with
+    seed "mean" whose record holds its per-seed cells. Raises ProvenanceError on any incomplete
+    record, so the rule that writes the table fails.
     """
+    from aiqn.report.tables import over_seeds
+
     cells, problems = [], []
     paper_record = file_record(paper_csv)
     code = git_state()
     for row in table.itertuples():
         cell = {"table": table_name, "dataset": row.dataset, "model": row.model, "metric": row.metric,
-                "label": row.label, "value": float(row.value), "source": row.source}
+                "label": row.label, "value": float(row.value), "source": row.source,
+                "seed": _seed(getattr(row, "seed", None))}
         if str(row.source).startswith("paper"):
             cell["record"] = {"paper_data": paper_record, "citation": row.source, "table_rule": rule, "code": code}
         else:
@@ -114,6 +129,17 @@ def table_provenance(table, table_name: str, rule: str, paper_csv: str) -> list[
         cells.append(cell)
     if problems:
         raise ProvenanceError("incomplete provenance: " + "; ".join(problems))
+    for row in over_seeds(table).itertuples():
+        if row.seeds < 2:
+            continue
+        inner = [c for c in cells if (c["dataset"], c["model"], c["label"], c["source"])
+                 == (row.dataset, row.model, row.label, row.source)]
+        cells.append({"table": table_name, "dataset": row.dataset, "model": row.model, "metric": row.metric,
+                      "label": row.label, "value": float(row.value), "low": float(row.low), "high": float(row.high),
+                      "source": row.source, "seed": MEAN,
+                      "record": {"over_seeds": [c["seed"] for c in inner],
+                                 "interval": "mean and 95% Student-t interval over seeds",
+                                 "table_rule": rule, "code": code, "cells": inner}})
     return cells
 
 
@@ -132,13 +158,25 @@ def load_table_records(provenance_dir: str | Path, table: str) -> list[dict]:
         raise ProvenanceError(f"{path}: not valid JSON ({error})") from None
 
 
-def find_cell(records: list[dict], model: str, metric: str, dataset: str | None = None) -> dict:
-    """The record of one cell; `metric` matches the metric name (FID) or the full label."""
+def find_cell(records: list[dict], model: str, metric: str, dataset: str | None = None,
+              seed: int | str | None = None) -> dict:
+    """The record of one cell; `metric` matches the metric name (FID) or the full label; `seed`: one
+    training seed's cell, or "mean" (the default where a row has several seeds: the number the
+    rendered table shows)."""
     def matches(r):
         return (r["model"] == model and metric in (r["metric"], r["label"])
                 and (dataset is None or r["dataset"] == dataset))
 
     found = [r for r in records if matches(r)]
+    if seed is not None:
+        wanted = MEAN if str(seed) == MEAN else int(seed)
+        seeds = sorted({str(r.get("seed")) for r in found})
+        found = [r for r in found if r.get("seed") == wanted]
+        if not found:
+            raise ProvenanceError(f"no cell for row {model!r}, metric {metric!r} with seed {seed}; its seeds: "
+                                  f"{', '.join(seeds) or 'none'}")
+    elif any(r.get("seed") == MEAN for r in found):
+        found = [r for r in found if r.get("seed") == MEAN]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -202,12 +240,18 @@ def audit(provenance_dir: str | Path = "reports/provenance", root: str | Path = 
 def explain(cell: dict) -> str:
     """The chain behind one cell, for a person to read."""
     rec = cell["record"]
+    seed = cell.get("seed")
     lines = [f"{cell['table']}: {cell['dataset']} / {cell['model']} / {cell['label']} = {cell['value']:.6g}"
-             f"  ({cell['source']})"]
+             f"  ({cell['source']}{f', training seed {seed}' if isinstance(seed, int) else ''})"]
 
     def file_line(name: str, entry: dict, extra: str = "") -> None:
         lines.append(f"  {name:<14} {entry['path']}  sha256 {entry['sha256'][:16]}...{extra}")
 
+    if "over_seeds" in rec:  # a mean over training seeds: each seed's cell
+        lines[0] += f"  [{cell['low']:.6g}, {cell['high']:.6g}], mean over seeds {rec['over_seeds']}"
+        for inner in rec["cells"]:
+            lines.append("  " + explain(inner).replace("\n", "\n  "))
+        return "\n".join(lines)
     if "claims_file" in rec:  # a claim's difference: the claims file, the tables, then each cell it reads
         file_line("claims", rec["claims_file"])
         for name, entry in rec["tables"].items():

@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 OURS_SOURCE = "ours"
 OURS_HEADING = "Ours (this pipeline)"
@@ -24,8 +26,10 @@ CAPTION = (
     "Table 1 analogue: sample quality of the final checkpoint of each model "
     "(FID and KID lower is better, IS higher is better, bits/dim lower is better); "
     "each column header is the metric label, which names the feature extractor, sample counts and split. "
-    "FID's [low, high] is a bootstrap 95% interval (shifted by its bias) over the samples of one training seed; ± is a spread "
-    "(IS over splits, KID over subsets). The 'vs train' and 'vs test' columns are N vs N, the real-data "
+    "Where a model has several training seeds (the 'seeds' column) each number is the mean over them and "
+    "[low, high] a 95% Student-t interval over seeds (training and sampling noise; every seed's value is in the "
+    "long CSV). With one seed, FID's [low, high] is a bootstrap 95% interval (shifted by its bias) over that "
+    "seed's samples, and ± is a spread (IS over splits, KID over subsets). The 'vs train' and 'vs test' columns are N vs N, the real-data "
     "floor alike (n test images against the n training images of the reference, n other training images "
     "against the n test images). 'memorised' is the fraction of samples closer to a training image than "
     "the given percentile of test images are (the floor's value is that percentile by construction); "
@@ -33,7 +37,7 @@ CAPTION = (
 )
 
 RECORD_COLUMNS = [
-    "dataset", "model", "step", "final", "metric", "value", "std", "low", "high", "label",
+    "dataset", "model", "step", "seed", "final", "metric", "value", "std", "low", "high", "label",
     "n_samples", "extractor", "source", "metrics_file",
 ]
 METRIC_ORDER = ("FID", "FID vs train", "FID vs test", "KID vs train", "KID vs test", "IS", "bits/dim",
@@ -83,6 +87,7 @@ def _float_or_nan(value) -> float:
 def _empty_records() -> pd.DataFrame:
     frame = pd.DataFrame({col: pd.Series(dtype=object) for col in RECORD_COLUMNS})
     frame["step"] = frame["step"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
     frame["value"] = frame["value"].astype(float)
     for column in ("std", "low", "high"):
         frame[column] = frame[column].astype(float)
@@ -111,6 +116,7 @@ def load_metric_records(paths: list[str]) -> pd.DataFrame:
                 "dataset": doc["dataset"],
                 "model": doc["model"],
                 "step": doc.get("step"),
+                "seed": doc.get("seed"),  # the training seed (run.seeds); none for the real-data floor
                 "final": bool(doc.get("final", False)),
                 "metric": entry["metric"],
                 "value": _float_or_nan(entry["value"]),
@@ -126,12 +132,15 @@ def load_metric_records(paths: list[str]) -> pd.DataFrame:
     if not rows:
         return _empty_records()
     frame = pd.DataFrame(rows, columns=RECORD_COLUMNS)
-    frame["step"] = pd.array(
-        [None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
-         for s in frame["step"]],
-        dtype="Int64",
-    )
+    for column in ("step", "seed"):
+        frame[column] = _integers(frame[column])
     return frame
+
+
+def _integers(values) -> pd.arrays.IntegerArray:
+    """A nullable integer column (None and NaN become <NA>)."""
+    return pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA else int(v)
+                     for v in values], dtype="Int64")
 
 
 def _sort_ours(frame: pd.DataFrame) -> pd.DataFrame:
@@ -142,7 +151,7 @@ def _sort_ours(frame: pd.DataFrame) -> pd.DataFrame:
         _metric_rank=frame["metric"].map(_metric_rank),
     )
     keyed = keyed.sort_values(
-        ["dataset", "_model_rank", "model", "_metric_rank", "label"], kind="stable"
+        ["dataset", "_model_rank", "model", "_metric_rank", "label", "seed"], kind="stable"
     )
     return keyed.drop(columns=["_model_rank", "_metric_rank"]).reset_index(drop=True)
 
@@ -153,11 +162,11 @@ def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
     last), then by metric (FID, IS, bits/dim, others)."""
     records = load_metric_records(metric_paths)
     ours = records[records["final"].astype(bool)]
-    dup = ours.duplicated(["dataset", "model", "label"], keep=False)
+    dup = ours.duplicated(["dataset", "model", "label", "seed"], keep=False)
     if dup.any():
-        clash = ours.loc[dup, ["dataset", "model", "label", "metrics_file"]]
+        clash = ours.loc[dup, ["dataset", "model", "label", "seed", "metrics_file"]]
         raise ValueError(
-            "several final records for the same dataset/model/metric label:\n"
+            "several final records for the same dataset/model/metric label/seed:\n"
             + clash.to_string(index=False)
         )
     ours = _sort_ours(ours)
@@ -172,6 +181,7 @@ def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
         raise ValueError(f"{paper_csv}: every row's source must start with 'paper'")
     paper = paper.assign(
         step=pd.array([pd.NA] * len(paper), dtype="Int64"),
+        seed=pd.array([pd.NA] * len(paper), dtype="Int64"),
         final=True,
         std=float("nan"),
         low=float("nan"),
@@ -187,7 +197,40 @@ def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
         return _empty_records()
     table = pd.concat(parts, ignore_index=True)
     table["step"] = table["step"].astype("Int64")
+    table["seed"] = table["seed"].astype("Int64")
     return table
+
+
+def t_interval(values) -> tuple[float, float, float]:
+    """Mean of per-seed values and its two-sided 95% Student-t interval (n - 1 degrees of freedom);
+    the interval is NaN for fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def over_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, model, metric label) of the long table: where a row has several training
+    seeds, the mean, a 95% t interval over seeds (low, high), the seeds' standard deviation (std) and
+    `seeds` = their count; a row with one seed (or none: the floor, the paper) is kept as it is, with
+    its own interval or spread. Rows keep the long table's order."""
+    keys = ["source", "dataset", "model", "metric", "label"]
+    rows = []
+    for _, group in table.groupby(keys, sort=False, dropna=False):
+        first = group.iloc[0].to_dict()
+        seeds = group["seed"].dropna()
+        first["seeds"] = len(seeds)
+        if len(group) > 1:
+            mean, low, high = t_interval(group["value"])
+            first.update(value=mean, low=low, high=high, std=float(group["value"].std(ddof=1)), seed=pd.NA,
+                         metrics_file=";".join(group["metrics_file"].astype(str)))
+        rows.append(first)
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*table.columns, "std", "low", "high", "seeds"])))
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
 
 
 def wrap_label(label: str, width: int = 38) -> list[str]:
@@ -220,7 +263,8 @@ def _format_value(value: float, std: float, low: float = float("nan"), high: flo
 
 
 def _sections(table: pd.DataFrame, text: TableText = TABLE1):
-    """Yield (heading, dataset, wide frame) blocks: ours first, then the paper's."""
+    """Yield (heading, dataset, wide frame) blocks: ours first (the mean over seeds), then the paper's."""
+    table = over_seeds(table)
     is_ours = table["source"] == OURS_SOURCE
     for heading, part in ((OURS_HEADING, table[is_ours]), (text.paper_heading, table[~is_ours])):
         blocks = []
@@ -243,6 +287,7 @@ def _pivot(part: pd.DataFrame, ours: bool) -> pd.DataFrame:
         if ours:
             steps = [int(s) for s in sub["step"].dropna().unique()]
             row["step"] = ", ".join(str(s) for s in steps) if steps else MISSING
+            row["seeds"] = str(int(sub["seeds"].max())) if sub["seeds"].max() > 0 else MISSING
         for label in labels:
             hit = sub[sub["label"] == label]
             row[label] = (
@@ -250,7 +295,7 @@ def _pivot(part: pd.DataFrame, ours: bool) -> pd.DataFrame:
                 if len(hit) else MISSING
             )
         rows.append(row)
-    columns = ["model"] + (["step"] if ours else []) + labels
+    columns = ["model"] + (["step", "seeds"] if ours else []) + labels
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -342,8 +387,10 @@ def write_table1(table: pd.DataFrame, out_dir, text: TableText = TABLE1) -> dict
 
 
 def metrics_summary(table: pd.DataFrame) -> dict:
-    """Our final numbers as {dataset: {model: {label: value}}}: the file `dvc metrics show` reads."""
+    """Our final numbers as {dataset: {model: {label: value}}}, the mean over seeds: the file `dvc
+    metrics show` reads."""
     summary: dict = {}
-    for row in table[table["source"] == OURS_SOURCE].itertuples():
+    ours = over_seeds(table[table["source"] == OURS_SOURCE])
+    for row in ours.itertuples():
         summary.setdefault(row.dataset, {}).setdefault(row.model, {})[row.label] = round(float(row.value), 6)
     return summary
