@@ -8,14 +8,15 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
-from aiqn.methods.agave.bounds import elbo_bits_per_dim, evaluate_agave, importance_bits_per_dim
+from aiqn.methods.agave.bounds import elbo_bits_per_dim, evaluate_agave, importance_bits_per_dim, importance_bits_per_image
 from aiqn.methods.agave.objective import agave_objective, agave_terms, decoder_terms
 from aiqn.methods.agave.sampling import generate_agave, reconstruct_agave
 from aiqn.methods.agave.train import AgaveTrainConfig, agave_from_checkpoint, train_agave
 from aiqn.data.registry import load_split
-from aiqn.nets.likelihood import bits_per_dim
+from aiqn.nets.likelihood import bits_per_dim, bits_per_dim_per_image
 from aiqn.nets import to_unit
 from aiqn.methods.agave.model import Agave, AgaveConfig, aux_image, aux_log_prob, aux_to_levels, parse_aux
 from aiqn.nets.objectives import categorical_nll
@@ -166,6 +167,11 @@ def test_both_bounds_equal_the_pixelcnn_likelihood_when_z_carries_nothing(digits
     assert elbo["kl"] == 0.0
     assert math.isclose(elbo["bpd"], exact, rel_tol=1e-6) and math.isclose(elbo["reconstruction"], exact, rel_tol=1e-6)
     assert math.isclose(importance_bits_per_dim(model, images, k=7, batch_size=16, k_batch=3), exact, rel_tol=1e-6)
+    # each image's bound is its exact bits/dim too: both bounds' intervals over test images are scipy's of those
+    per_image = bits_per_dim_per_image(model.pixelcnn, images)
+    ci = scipy.stats.t.interval(0.95, 39, loc=per_image.mean(), scale=scipy.stats.sem(per_image))
+    assert elbo["bpd_interval"] == pytest.approx(list(ci), rel=1e-5)
+    assert importance_bits_per_image(model, images, k=3, batch_size=16) == pytest.approx(per_image, rel=1e-5)
     # the arithmetic by hand: nats summed over the 40 x 64 dimensions, / ln 2
     with torch.no_grad():
         x = torch.from_numpy(images).long()
@@ -317,7 +323,11 @@ def test_reconstruction_and_evaluation_from_a_checkpoint(lowres_checkpoint):
     again = reconstruct_agave(ckpt, test[:3], seed=0, posterior_mean=False)["latents"]  # another batch size
     assert np.allclose(drawn["latents"], again, atol=1e-6)
     result = evaluate_agave(ckpt, test, k=5, batch_size=5, k_batch=2)
-    assert set(result["elbo"]) == {"bpd", "reconstruction", "kl", "auxiliary", "vae_bpd"}
+    assert set(result["elbo"]) == {"bpd", "bpd_interval", "reconstruction", "kl", "auxiliary", "vae_bpd"}
+    low, high = result["elbo"]["bpd_interval"]
+    assert low < result["elbo"]["bpd"] < high
+    low, high = result["importance"]["bpd_interval"]
+    assert low < result["importance"]["bpd"] < high
     assert math.isclose(result["elbo"]["bpd"], result["elbo"]["reconstruction"] + result["elbo"]["kl"])
     assert 0 < result["importance"]["bpd"] < 2 * result["elbo"]["bpd"] and result["importance"]["k"] == 5
     assert "importance" not in evaluate_agave(ckpt, test, k=0)

@@ -224,6 +224,10 @@ def test_bits_per_dim_closed_form_with_identity_flow_and_fixed_gaussian(digits):
     # the evaluation function draws u the same way (seeded, up front) and converts to bits/dim
     result = cqf_bits_per_dim(model, images, seed=3)
     assert result["bpd"] == pytest.approx(float(closed.mean()) / (dims * math.log(2)), rel=1e-5)
+    per_image = (closed / (dims * math.log(2))).numpy()  # each image's bound, bits/dim: the interval's data
+    import scipy.stats
+    ci = scipy.stats.t.interval(0.95, 49, loc=per_image.mean(), scale=scipy.stats.sem(per_image))
+    assert result["bpd_interval"] == pytest.approx(list(ci), rel=1e-4)
     # with q = p(z) and a decoder that ignores z every importance weight is 1: same bound for any K
     iw = cqf_bits_per_dim(model, images, seed=3, importance_samples=4)["bpd"]
     assert iw == pytest.approx(result["bpd"], rel=1e-5)

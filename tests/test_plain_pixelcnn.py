@@ -60,3 +60,22 @@ def test_the_cached_sampler_refuses_it_with_the_way_out(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="naive"):
         sampler("cached")(model, draw_noise(2, model, torch.Generator().manual_seed(0)))
+
+
+def test_each_images_bits_per_dim_and_their_t_interval(trained):
+    """bits/dim per test image against the closed form image by image, and the entry's interval
+    against scipy's t interval of those values."""
+    import scipy.stats
+
+    from aiqn.core.intervals import mean_entry
+    from aiqn.nets.likelihood import bits_per_dim_per_image
+
+    model, images = trained
+    per_image = bits_per_dim_per_image(model, images[:40], batch_size=7)
+    assert per_image.shape == (40,)
+    singles = [bits_per_dim(model, images[i:i + 1]) for i in (0, 13, 39)]
+    assert per_image[[0, 13, 39]] == pytest.approx(singles, rel=1e-6)
+    entry = mean_entry(per_image)
+    low, high = scipy.stats.t.interval(0.95, 39, loc=per_image.mean(), scale=scipy.stats.sem(per_image))
+    assert (entry["value"], entry["low"], entry["high"]) == pytest.approx((bits_per_dim(model, images[:40]), low, high),
+                                                                          abs=2e-6)

@@ -83,7 +83,8 @@ def _estimate(rows: pd.DataFrame) -> Estimate:
     row = rows.iloc[0]
     low, high, std = (float(row.get(k, float("nan"))) for k in ("low", "high", "std"))
     if not (math.isnan(low) or math.isnan(high)):
-        return Estimate(float(values[0]), (high - low) / (2 * Z95), per_seed, "one seed; bootstrap over samples")
+        over = "t interval over test images" if row.get("metric") == "bits/dim" else "bootstrap over samples"
+        return Estimate(float(values[0]), (high - low) / (2 * Z95), per_seed, f"one seed; {over}")
     if not math.isnan(std):
         return Estimate(float(values[0]), std, per_seed, "one seed; spread over subsets/splits")
     return Estimate(float(values[0]), None, per_seed, "one seed; no interval")
@@ -172,7 +173,8 @@ def render_markdown(frame: pd.DataFrame) -> str:
              f"Verdict rule: {VERDICT_RULE}. a - b is ours (the first model minus the second) on the claim's metric; "
              "'noise' says what the interval covers: with several training seeds, a Student-t interval over seeds "
              "(paired by seed), which covers training and sampling noise; with one seed, sampling noise only (a "
-             "bootstrap of the FID over samples; the spread over splits or subsets for IS and KID). 'KID' is the "
+             "bootstrap of the FID over samples; the spread over splits or subsets for IS and KID; for bits/dim a t "
+             "interval over test images, each row's alone: conservative, as both rows score the same images). 'KID' is the "
              "same comparison on KID x1000 vs the held-out test images. 'memorised': fraction of each model's samples "
              "closer to a training image than 95% of test images (pixels). Explanations: docs/verdicts.md.", ""]
     header = ["claim", "paper (where)", "dataset", "metric", "a vs b", "paper a / b", "ours a / b", "a - b [95%]",

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
+
+from aiqn.core.intervals import t_interval
 
 OURS_SOURCE = "ours"
 OURS_HEADING = "Ours (this pipeline)"
@@ -199,17 +199,6 @@ def build_table1(metric_paths: list[str], paper_csv: str) -> pd.DataFrame:
     table["step"] = table["step"].astype("Int64")
     table["seed"] = table["seed"].astype("Int64")
     return table
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    """Mean of per-seed values and its two-sided 95% Student-t interval (n - 1 degrees of freedom);
-    the interval is NaN for fewer than two values."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def over_seeds(table: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from aiqn.core.intervals import t_interval
 from aiqn.methods.agave.model import Agave
 from aiqn.methods.agave.objective import decoder_terms
 from aiqn.methods.agave.train import agave_from_checkpoint
@@ -52,19 +53,25 @@ def elbo_bits_per_dim(model: Agave, images: np.ndarray, seed: int = 0, samples: 
     cfg, aux = model.config, model.aux
     x_dims, y_dims = cfg.channels * cfg.height * cfg.width, math.prod(aux.shape)
     sums = {"reconstruction": 0.0, "auxiliary": 0.0, "kl": 0.0}
+    bound_per_image = []  # (B,) per batch: reconstruction + kl, nats per image
     for index, batch in _batches(images, batch_size, device):
         generator = _generator(seed, index)
         mean, logvar = model.encode(batch)
+        reconstruction = torch.zeros(len(batch), dtype=torch.float64)
         for _ in range(samples):
             noise = torch.randn(mean.shape, generator=generator).to(mean)
             out = decoder_terms(model, batch, mean, logvar, noise)
-            sums["reconstruction"] += float(out["reconstruction"].double().sum()) / samples
+            reconstruction += out["reconstruction"].double().cpu() / samples
             sums["auxiliary"] += float(out["auxiliary"].double().sum()) / samples
-        sums["kl"] += float(gaussian_kl(mean, logvar).double().sum())
+        kl_per_image = gaussian_kl(mean, logvar).double().flatten(1).sum(1).cpu()  # (B,)
+        sums["reconstruction"] += float(reconstruction.sum())
+        sums["kl"] += float(kl_per_image.sum())
+        bound_per_image.append((reconstruction + kl_per_image).numpy())
     n = len(images)
     rec, aux_term, kl = (sums[k] / (n * LOG_2) for k in ("reconstruction", "auxiliary", "kl"))
-    return {"bpd": (rec + kl) / x_dims, "reconstruction": rec / x_dims, "kl": kl / x_dims,
-            "auxiliary": aux_term / y_dims, "vae_bpd": (aux_term + kl) / y_dims}
+    _, low, high = t_interval(np.concatenate(bound_per_image) / (LOG_2 * x_dims))
+    return {"bpd": (rec + kl) / x_dims, "bpd_interval": [round(low, 6), round(high, 6)], "reconstruction": rec / x_dims,
+            "kl": kl / x_dims, "auxiliary": aux_term / y_dims, "vae_bpd": (aux_term + kl) / y_dims}
 
 
 @torch.no_grad()
@@ -91,12 +98,18 @@ def importance_bits_per_dim(model: Agave, images: np.ndarray, k: int = 150, seed
                             k_batch: int = 50, device: str = "cpu") -> float:
     """The importance-sampled bound on -log p(x) with K = `k` samples (paper: 150), bits per dimension,
     averaged over uint8 `images` (N, C, H, W). Batch b draws from `_generator(seed, b)`."""
+    return float(importance_bits_per_image(model, images, k, seed, batch_size, k_batch, device).mean())
+
+
+@torch.no_grad()
+def importance_bits_per_image(model: Agave, images: np.ndarray, k: int = 150, seed: int = 0, batch_size: int = 100,
+                              k_batch: int = 50, device: str = "cpu") -> np.ndarray:
+    """importance_bits_per_dim of each image (N,), bits per dimension."""
     model = model.to(device).eval()
     cfg = model.config
-    total = 0.0
-    for index, batch in _batches(images, batch_size, device):
-        total -= float(importance_log_likelihood(model, batch, k, _generator(seed, index), k_batch).sum())
-    return total / (len(images) * cfg.channels * cfg.height * cfg.width * LOG_2)
+    per_image = [-importance_log_likelihood(model, batch, k, _generator(seed, index), k_batch).cpu().numpy()
+                 for index, batch in _batches(images, batch_size, device)]  # (B,) nats per image
+    return np.concatenate(per_image) / (cfg.channels * cfg.height * cfg.width * LOG_2)
 
 
 def evaluate_agave(ckpt, images: np.ndarray, k: int = 150, seed: int = 0, elbo_samples: int = 1,
@@ -110,7 +123,7 @@ def evaluate_agave(ckpt, images: np.ndarray, k: int = 150, seed: int = 0, elbo_s
            "elbo_samples": elbo_samples, "n_images": int(len(images)), "seed": seed,
            "weights": "ema" if use_ema else "raw"}
     if k > 0:
-        out["importance"] = {"bpd": importance_bits_per_dim(model, images, k, seed, batch_size, k_batch, device),
-                             "k": k}
+        bpd, low, high = t_interval(importance_bits_per_image(model, images, k, seed, batch_size, k_batch, device))
+        out["importance"] = {"bpd": bpd, "bpd_interval": [round(low, 6), round(high, 6)], "k": k}
     out["seconds"] = round(time.time() - began, 2)
     return out

@@ -54,6 +54,17 @@ def cmd_train_agave(args) -> None:
                   kl_weight=train_config.kl_weight, use_aux=train_config.use_aux, init_from=init_record)
 
 
+IMAGES_INTERVAL = "95% t interval over test images"
+
+
+def _interval(bound: dict) -> dict:
+    """low / high of a bound's `bpd_interval` (over test images), where it has one."""
+    if "bpd_interval" not in bound:
+        return {}
+    low, high = bound["bpd_interval"]
+    return {"low": low, "high": high, "interval": IMAGES_INTERVAL}
+
+
 def agave_metric_entries(result: dict, dataset: str) -> list[dict]:
     """The metrics list of an AGAVE checkpoint's evaluation (`evaluate_agave`'s dict): the eq. 7 bound,
     the importance-sampled bound (when computed) and the bound's KL term, each labelled with the bound,
@@ -62,12 +73,12 @@ def agave_metric_entries(result: dict, dataset: str) -> list[dict]:
     weights = "EMA weights" if result["weights"] == "ema" else "raw weights"
     z = f"{result['elbo_samples']} z per image"
     entries = [
-        {"metric": "bits/dim", "value": elbo["bpd"],
+        {"metric": "bits/dim", "value": elbo["bpd"], **_interval(elbo),
          "label": f"bits/dim, eq. 7 bound ({dataset} test split, {z}, {weights})"},
     ]
     if "importance" in result:
         k = result["importance"]["k"]
-        entries.append({"metric": "bits/dim", "value": result["importance"]["bpd"],
+        entries.append({"metric": "bits/dim", "value": result["importance"]["bpd"], **_interval(result["importance"]),
                         "label": f"bits/dim, importance-sampled bound ({dataset} test split, K={k}, {weights})"})
     entries.append({"metric": "KL", "value": elbo["kl"],
                     "label": f"KL term of the eq. 7 bound (bits/dim, {dataset} test split, {weights})"})
@@ -78,7 +89,8 @@ def cmd_evaluate_agave(args) -> None:
     from aiqn.methods.agave.bounds import evaluate_agave
     from aiqn.core.device import resolve_device
     from aiqn.data import load_split
-    from aiqn.nets.likelihood import bits_per_dim
+    from aiqn.core.intervals import mean_entry
+    from aiqn.nets.likelihood import bits_per_dim_per_image
     from aiqn.report.provenance import dataset_record, git_state, not_applicable
     from aiqn.core.environment import environment
     from aiqn.core.checkpoint import load_checkpoint
@@ -98,10 +110,10 @@ def cmd_evaluate_agave(args) -> None:
         evaluation = {"bounds": result, "k": args.k, "elbo_samples": args.elbo_samples, "seed": args.seed}
     elif ckpt["config"].get("head") == "categorical" and not ckpt["config"].get("num_classes"):
         model = model_from_checkpoint(ckpt, use_ema=True, device=device)
-        bpd = bits_per_dim(model, images, batch_size=args.batch_size, device=device)
-        metrics = [{"metric": "bits/dim", "value": bpd,
+        entry = mean_entry(bits_per_dim_per_image(model, images, batch_size=args.batch_size, device=device))
+        metrics = [{"metric": "bits/dim", **entry, "interval": IMAGES_INTERVAL,
                     "label": f"bits/dim, exact ({args.dataset} test split, EMA weights)"}]
-        result = {"bpd": bpd}
+        result = {"bpd": entry["value"], "bpd_interval": [entry["low"], entry["high"]]}
         evaluation = {"exact": result}
     else:
         raise SystemExit(f"{args.checkpoint} is neither an AGAVE nor an unconditional categorical PixelCNN checkpoint")

@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from aiqn.core.checkpoint import load_checkpoint
+from aiqn.core.intervals import t_interval
 from aiqn.core.config import TrainBase, make_optimizer
 from aiqn.core.loop import Run, Trainer, ema_copy, fit_trainer
 from aiqn.methods.cqf.model import VARIANTS, CQFConfig, CQFModel, build_cqf, check_variant, dequantize, quantize
@@ -294,6 +295,7 @@ def cqf_bits_per_dim(ckpt, images: np.ndarray, seed: int = 0, importance_samples
     eps = torch.randn((K, N, c.latent_dim), generator=generator)
     data = torch.from_numpy(np.asarray(images))
     sums = {"nll": 0.0, "reconstruction": 0.0, "kl": 0.0, "logdet": 0.0}
+    nll_per_image = []  # (B,) nats per batch
     for begin in range(0, N, batch_size):
         sl = slice(begin, begin + batch_size)
         x, u_b = data[sl].to(device), u[sl].to(device)
@@ -301,9 +303,14 @@ def cqf_bits_per_dim(ckpt, images: np.ndarray, seed: int = 0, importance_samples
             out = model.coverage(x, u_b, eps[0, sl].to(device))
             for key in sums:
                 sums[key] += float(out[key].double().sum())
+            nll_per_image.append(out["nll"].double().cpu().numpy())
         else:
-            sums["nll"] += float(model.importance_nll(x, u_b, eps[:, sl].to(device)).double().sum())
+            nll = model.importance_nll(x, u_b, eps[:, sl].to(device)).double()
+            sums["nll"] += float(nll.sum())
+            nll_per_image.append(nll.cpu().numpy())
     result = {key: value / N for key, value in sums.items()} if K == 1 else {"nll": sums["nll"] / N}
-    result.update({"bpd": float(bits_per_dim_from_nats(result["nll"], c.dims)), "n": N, "importance_samples": K,
+    _, low, high = t_interval(bits_per_dim_from_nats(np.concatenate(nll_per_image), c.dims))
+    result.update({"bpd": float(bits_per_dim_from_nats(result["nll"], c.dims)),
+                   "bpd_interval": [round(float(low), 6), round(float(high), 6)], "n": N, "importance_samples": K,
                    "seed": seed, "variant": model.variant})
     return result

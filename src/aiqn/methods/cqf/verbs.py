@@ -65,7 +65,9 @@ def cqf_bits_per_dim_metrics(ckpt: dict, dataset: str, test_path: str, importanc
                               device=device, batch_size=batch_size)
     label = bits_per_dim_label(dataset, len(images), ckpt["config"]["levels"], importance_samples)
     terms = {key: round(result[key], 6) for key in ("reconstruction", "kl", "logdet") if key in result}
-    return [{"metric": "bits/dim", "value": result["bpd"], "label": label, "bound": bound_name(importance_samples),
+    low, high = result["bpd_interval"]
+    return [{"metric": "bits/dim", "value": result["bpd"], "low": low, "high": high,
+             "interval": "95% t interval over test images", "label": label, "bound": bound_name(importance_samples),
              "importance_samples": importance_samples, "dequantization_seed": seed, "n_images": len(images),
              "nats_per_image": round(result["nll"], 6), **({"terms_nats_per_image": terms} if terms else {})}]
 

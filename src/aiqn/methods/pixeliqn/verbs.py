@@ -35,7 +35,8 @@ def pixelcnn_bits_per_dim(ckpt: dict, args) -> list[dict]:
     each image's class for a class-conditional model); [] for the quantile head (no likelihood)."""
     from aiqn.data import load_split
     from aiqn.nets import model_from_checkpoint
-    from aiqn.nets.likelihood import bits_per_dim
+    from aiqn.core.intervals import mean_entry
+    from aiqn.nets.likelihood import bits_per_dim_per_image
 
     if ckpt["config"].get("head") != "categorical":
         return []
@@ -43,7 +44,8 @@ def pixelcnn_bits_per_dim(ckpt: dict, args) -> list[dict]:
     device = resolve_device(args.device)
     model = model_from_checkpoint(ckpt, use_ema=True, device=device)
     given = ", given the class label" if model.config.num_classes else ""  # -log p(x | y) for PixelCNN*
-    return [{"metric": "bits/dim", "value": bits_per_dim(model, test_images, device=device, labels=test_labels),
+    per_image = bits_per_dim_per_image(model, test_images, device=device, labels=test_labels)
+    return [{"metric": "bits/dim", **mean_entry(per_image), "interval": "95% t interval over test images",
              "label": f"bits/dim ({args.dataset} test split{given}, {ckpt['config']['levels']} levels, EMA weights)"}]
 
 
