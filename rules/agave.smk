@@ -1,16 +1,19 @@
 # AGAVE (Lucas & Verbeek 2018; issue 8; docs/agave.md): a VAE whose decoder output f(z) reconstructs
-# an auxiliary image and conditions a Gated PixelCNN. Per dataset of agave.datasets:
-#   train_agave (one per lambda)   -> results/agave/{dataset}/lambda{lam}/ckpt_<steps>.pt (+ log, config, train.json)
-#   train_agave_ablation           -> results/agave/{dataset}/ablation/...: the ablation lambda's model continued
-#                                     without the auxiliary term (Figure 7)
-#   train_agave_baseline           -> results/agave/{dataset}/{baseline,plain}/...: a Gated PixelCNN of the decoder's
+# an auxiliary image and conditions a Gated PixelCNN. Per dataset of agave.datasets and seed of run.seeds
+# (every run directory ends in seed-{seed}/):
+#   train_agave (one per lambda)   -> results/agave/{dataset}/lambda{lam}/seed-{seed}/ckpt_<steps>.pt (+ log, config,
+#                                     train.json)
+#   train_agave_ablation           -> results/agave/{dataset}/ablation/seed-{seed}/...: the ablation lambda's model of
+#                                     the same seed continued without the auxiliary term (Figure 7)
+#   train_agave_baseline           -> results/agave/{dataset}/{baseline,plain}/seed-{seed}/...: a Gated PixelCNN of the decoder's
 #                                     size (baseline) and the original ungated PixelCNN of the same sizes (plain),
 #                                     trained by the PixelCNN method's `train` verb for the same steps (the matched
 #                                     baselines; pixelcnn_train_shell in rules/common.smk)
-#   evaluate_agave                 -> results/agave/{dataset}/metrics/{name}.json: bits/dim on the test split
-#                                     (eq. 7 bound; importance-sampled bound with K for the table's lambdas)
-#   agave_table1                   -> reports/tables/agave_table1.*, reports/provenance/agave_table1.json
-#   agave_figures                  -> reports/figures/{dataset}_agave_{lambda,samples,ablation}.png
+#   evaluate_agave                 -> results/agave/{dataset}/metrics/{name}/seed-{seed}.json: bits/dim on the test
+#                                     split (eq. 7 bound; importance-sampled bound with K for the table's lambdas)
+#   agave_table1                   -> reports/tables/agave_table1.* (mean and interval over seeds),
+#                                     reports/provenance/agave_table1.json
+#   agave_figures                  -> reports/figures/{dataset}_agave_{lambda,samples,ablation}.png (first seed)
 # Resumable state lives in state/agave/..., never a rule output (as rules/vae.smk).
 from collections import namedtuple
 
@@ -42,10 +45,15 @@ def agave_ablation_lambda():
     return lam_name(config["agave"]["ablation"]["lambda"])
 
 
-def agave_checkpoint(dataset, run):
-    """The published final checkpoint of a run: lambda{lam}, ablation or a matched baseline."""
+def agave_checkpoint(dataset, run, seed):
+    """The published final checkpoint of a run (lambda{lam}, ablation or a matched baseline) of one seed."""
     steps = config["agave"]["ablation"]["steps"] if run == "ablation" else None  # None: agave.train.steps
-    return method_checkpoint("agave", dataset, run, steps)
+    return method_checkpoint("agave", dataset, run, seed, steps)
+
+
+def agave_run_file(dataset, run, seed, name):
+    """A file a run publishes beside its checkpoint: train_log.csv, config.json or train.json."""
+    return f"{method_run_dir('agave', dataset, run, seed)}/{name}"
 
 
 # The matched baselines of the table: run name -> whether its PixelCNN is gated, its row name.
@@ -67,9 +75,10 @@ def agave_baseline_model(baseline):
     return model
 
 
-def agave_baseline_train():
-    """aiqn.methods.pixeliqn.train.TrainConfig of the baseline: AGAVE's steps, batch, EMA and seed, the baseline's optimizer."""
-    train = method_train_section("agave")
+def agave_baseline_train(seed):
+    """aiqn.methods.pixeliqn.train.TrainConfig of the baseline: AGAVE's steps, batch and EMA, the run seed, the
+    baseline's optimizer."""
+    train = method_train_section("agave", seed)
     section = {key: train[key] for key in ("steps", "batch_size", "ema_rate", "seed")}
     section.update(config["agave"]["baseline"])
     section["checkpoint_steps"] = [train["steps"]]
@@ -84,26 +93,26 @@ rule train_agave:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=agave_checkpoint("{dataset}", "lambda{lam}"),
-        log_csv="results/agave/{dataset}/lambda{lam}/train_log.csv",
-        config="results/agave/{dataset}/lambda{lam}/config.json",
-        record="results/agave/{dataset}/lambda{lam}/train.json",
+        checkpoint=agave_checkpoint("{dataset}", "lambda{lam}", "{seed}"),
+        log_csv=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "train_log.csv"),
+        config=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "config.json"),
+        record=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "train.json"),
     params:
         architecture=as_json(config["agave"]["architecture"]),
-        train_config=lambda w: as_json({**method_train_section("agave"), "kl_weight": float(w.lam)}),
+        train_config=lambda w: as_json({**method_train_section("agave", w.seed), "kl_weight": float(w.lam)}),
         device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/agave/train/{dataset}/lambda{lam}.log",
+        "logs/agave/train/{dataset}/lambda{lam}/seed-{seed}.log",
     benchmark:
-        "logs/agave/bench/train_{dataset}_lambda{lam}.tsv"
+        "logs/agave/bench/train_{dataset}_lambda{lam}_seed-{seed}.tsv"
     shell:
         "{PYTHON} --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
         " --architecture {params.architecture:q} --train-config {params.train_config:q}"
-        " --state-dir state/agave/{wildcards.dataset}/lambda{wildcards.lam}"
-        " --out-dir results/agave/{wildcards.dataset}/lambda{wildcards.lam} --device {params.device}"
+        " --state-dir state/agave/{wildcards.dataset}/lambda{wildcards.lam}/seed-{wildcards.seed}"
+        " --out-dir results/agave/{wildcards.dataset}/lambda{wildcards.lam}/seed-{wildcards.seed} --device {params.device}"
         " --no-progress > {log} 2>&1"
 
 
@@ -112,15 +121,15 @@ rule train_agave:
 rule train_agave_ablation:
     input:
         train="data/processed/{dataset}/train.npz",
-        init=lambda w: agave_checkpoint(w.dataset, f"lambda{agave_ablation_lambda()}"),
+        init=lambda w: agave_checkpoint(w.dataset, f"lambda{agave_ablation_lambda()}", w.seed),
     output:
-        checkpoint=agave_checkpoint("{dataset}", "ablation"),
-        log_csv="results/agave/{dataset}/ablation/train_log.csv",
-        config="results/agave/{dataset}/ablation/config.json",
-        record="results/agave/{dataset}/ablation/train.json",
+        checkpoint=agave_checkpoint("{dataset}", "ablation", "{seed}"),
+        log_csv=agave_run_file("{dataset}", "ablation", "{seed}", "train_log.csv"),
+        config=agave_run_file("{dataset}", "ablation", "{seed}", "config.json"),
+        record=agave_run_file("{dataset}", "ablation", "{seed}", "train.json"),
     params:
         architecture=as_json(config["agave"]["architecture"]),
-        train_config=lambda w: as_json({**method_train_section("agave"), "use_aux": False, "checkpoint_steps": [],
+        train_config=lambda w: as_json({**method_train_section("agave", w.seed), "use_aux": False, "checkpoint_steps": [],
                                         "steps": config["agave"]["ablation"]["steps"],
                                         "kl_weight": float(config["agave"]["ablation"]["kl_weight"])}),
         device=config["device"],
@@ -128,14 +137,14 @@ rule train_agave_ablation:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/agave/train/{dataset}/ablation.log",
+        "logs/agave/train/{dataset}/ablation/seed-{seed}.log",
     benchmark:
-        "logs/agave/bench/train_{dataset}_ablation.tsv"
+        "logs/agave/bench/train_{dataset}_ablation_seed-{seed}.tsv"
     shell:
         "{PYTHON} --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
         " --architecture {params.architecture:q} --train-config {params.train_config:q} --init-from {input.init}"
-        " --state-dir state/agave/{wildcards.dataset}/ablation"
-        " --out-dir results/agave/{wildcards.dataset}/ablation --device {params.device}"
+        " --state-dir state/agave/{wildcards.dataset}/ablation/seed-{wildcards.seed}"
+        " --out-dir results/agave/{wildcards.dataset}/ablation/seed-{wildcards.seed} --device {params.device}"
         " --no-progress > {log} 2>&1"
 
 
@@ -146,24 +155,24 @@ rule train_agave_baseline:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=agave_checkpoint("{dataset}", "{baseline}"),
-        log_csv="results/agave/{dataset}/{baseline}/train_log.csv",
-        config="results/agave/{dataset}/{baseline}/config.json",
+        checkpoint=agave_checkpoint("{dataset}", "{baseline}", "{seed}"),
+        log_csv=agave_run_file("{dataset}", "{baseline}", "{seed}", "train_log.csv"),
+        config=agave_run_file("{dataset}", "{baseline}", "{seed}", "config.json"),
     wildcard_constraints:
         baseline="|".join(AGAVE_BASELINES),
     params:
         model_config=lambda w: as_json(agave_baseline_model(w.baseline)),
-        train_config=as_json(agave_baseline_train()),
+        train_config=lambda w: as_json(agave_baseline_train(w.seed)),
         device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/agave/train/{dataset}/{baseline}.log",
+        "logs/agave/train/{dataset}/{baseline}/seed-{seed}.log",
     benchmark:
-        "logs/agave/bench/train_{dataset}_{baseline}.tsv"
+        "logs/agave/bench/train_{dataset}_{baseline}_seed-{seed}.tsv"
     shell:
-        pixelcnn_train_shell("agave/{wildcards.dataset}/{wildcards.baseline}")
+        pixelcnn_train_shell("agave/{wildcards.dataset}/{wildcards.baseline}/seed-{wildcards.seed}")
 
 
 def agave_eval_k(name):
@@ -174,19 +183,31 @@ def agave_eval_k(name):
 
 
 def agave_model_label(name):
-    """The row name of a metrics file in the table and figures."""
-    return AGAVE_BASELINES[name].label if name in AGAVE_BASELINES else f"AGAVE (lambda={name[len('lambda'):]})"
+    """The row name of a metrics file in the table and figures (paper/claims.yaml's agave-ablation-kl pairs the
+    ablation's row with its lambda's by these names)."""
+    if name in AGAVE_BASELINES:
+        return AGAVE_BASELINES[name].label
+    if name == "ablation":
+        return f"AGAVE (lambda={agave_ablation_lambda()}), no auxiliary loss"
+    return f"AGAVE (lambda={name[len('lambda'):]})"
+
+
+def agave_table_rows():
+    """The metrics files' names of the table, every one on every seed: the baselines, the table's lambdas,
+    the ablation and the lambda it continued (Figure 7's two ends, compared by the claims)."""
+    lambdas = agave_table_lambdas() + [lam for lam in [agave_ablation_lambda()] if lam not in agave_table_lambdas()]
+    return [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in lambdas] + ["ablation"]
 
 
 rule evaluate_agave:
     input:
-        checkpoint=lambda w: agave_checkpoint(w.dataset, w.name),
+        checkpoint=lambda w: agave_checkpoint(w.dataset, w.name, w.seed),
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        "results/agave/{dataset}/metrics/{name}.json",
+        method_metrics("agave", "{dataset}", "{name}", "{seed}"),
     wildcard_constraints:
-        name="|".join(AGAVE_BASELINES) + f"|lambda{AGAVE_LAMBDA}",
+        name="|".join(AGAVE_BASELINES) + f"|ablation|lambda{AGAVE_LAMBDA}",
     params:
         model=lambda w: agave_model_label(w.name),
         k=lambda w: agave_eval_k(w.name),
@@ -199,21 +220,21 @@ rule evaluate_agave:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/agave/evaluate/{dataset}/{name}.log",
+        "logs/agave/evaluate/{dataset}/{name}/seed-{seed}.log",
     benchmark:
-        "logs/agave/bench/evaluate_{dataset}_{name}.tsv"
+        "logs/agave/bench/evaluate_{dataset}_{name}_seed-{seed}.tsv"
     shell:
         "{PYTHON} --threads {threads} evaluate-agave --dataset {wildcards.dataset} --model {params.model:q}"
         " --checkpoint {input.checkpoint} --test {input.test} --dataset-meta {input.dataset_meta}"
         " --k {params.k} --elbo-samples {params.elbo_samples} --seed {params.seed} --batch-size {params.batch_size}"
         " --k-batch {params.k_batch} --device {params.device} --rule evaluate_agave"
-        " --wildcards dataset={wildcards.dataset},name={wildcards.name} --out {output} > {log} 2>&1"
+        " --wildcards dataset={wildcards.dataset},name={wildcards.name},seed={wildcards.seed} --out {output}"
+        " > {log} 2>&1"
 
 
 rule agave_table1:
     input:
-        metrics=[f"results/agave/{dataset}/metrics/{name}.json" for dataset in method_datasets("agave")
-                 for name in [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in agave_table_lambdas()]],
+        metrics=method_metric_files("agave", agave_table_rows()),
         paper="paper/agave_table1.csv",
     output:
         csv=report("reports/tables/agave_table1.csv", caption="../report/agave_table1.rst", category="AGAVE"),
@@ -229,7 +250,9 @@ rule agave_table1:
             "(the pipeline's own pixelcnn is tuned for FID and overfits in bits/dim, so it is not the fair "
             "comparison). Each column header says which quantity it is: the exact likelihood (PixelCNNs), the "
             "eq. 7 bound (one z per image) or the importance-sampled bound with K samples (an upper bound on "
-            "-log p(x)), and the KL term of the eq. 7 bound; all with EMA weights."
+            "-log p(x)), and the KL term of the eq. 7 bound; all with EMA weights. The 'no auxiliary loss' row is "
+            "Figure 7's ablation: its lambda's model continued without the auxiliary term (its lambda's row is the "
+            "start); a lower KL there means the latent lost information."
         ),
         paper_heading=("Paper (Lucas & Verbeek 2018, Table 1: CIFAR-10 test split, bits/dim; "
                        "AGAVE: importance-sampled bound, K=150)"),
@@ -243,12 +266,14 @@ rule agave_table1:
 
 rule agave_figures:
     input:
-        metrics=lambda w: [f"results/agave/{w.dataset}/metrics/lambda{lam}.json" for lam in agave_figure_lambdas()],
-        checkpoint=lambda w: agave_checkpoint(w.dataset, f"lambda{agave_samples_lambda()}"),
-        phase1=lambda w: f"results/agave/{w.dataset}/lambda{agave_ablation_lambda()}/train_log.csv",
-        phase1_config=lambda w: f"results/agave/{w.dataset}/lambda{agave_ablation_lambda()}/config.json",
-        phase2="results/agave/{dataset}/ablation/train_log.csv",
-        phase2_config="results/agave/{dataset}/ablation/config.json",
+        metrics=lambda w: [method_metrics("agave", w.dataset, f"lambda{lam}", figure_seed())
+                           for lam in agave_figure_lambdas()],
+        checkpoint=lambda w: agave_checkpoint(w.dataset, f"lambda{agave_samples_lambda()}", figure_seed()),
+        phase1=lambda w: agave_run_file(w.dataset, f"lambda{agave_ablation_lambda()}", figure_seed(), "train_log.csv"),
+        phase1_config=lambda w: agave_run_file(w.dataset, f"lambda{agave_ablation_lambda()}", figure_seed(),
+                                               "config.json"),
+        phase2=lambda w: agave_run_file(w.dataset, "ablation", figure_seed(), "train_log.csv"),
+        phase2_config=lambda w: agave_run_file(w.dataset, "ablation", figure_seed(), "config.json"),
     output:
         lam=report("reports/figures/{dataset}_agave_lambda.png", caption="../report/agave_lambda.rst",
                    category="AGAVE", subcategory="{dataset}"),
@@ -259,7 +284,7 @@ rule agave_figures:
         draws="results/agave/{dataset}/samples.npz",
         record="reports/figures/{dataset}_agave_samples.png.json",
     params:
-        metrics=lambda w: " ".join(f"{lam}=results/agave/{w.dataset}/metrics/lambda{lam}.json"
+        metrics=lambda w: " ".join(f"{lam}={method_metrics('agave', w.dataset, f'lambda{lam}', figure_seed())}"
                                    for lam in agave_figure_lambdas()),
         n_latents=config["agave"]["samples"]["n_latents"],
         per_latent=config["agave"]["samples"]["per_latent"],

@@ -101,7 +101,8 @@ def _with_run_seed(train):
 
 
 def run_seeds():
-    """The training seeds of Table 1's models (run.seeds): each trains, samples and is scored once per seed."""
+    """The training seeds (run.seeds): every model of Table 1 and of the methods (AIQN-VAE, AGAVE, CQF) trains,
+    samples and is scored once per seed."""
     return config["run"]["seeds"]
 
 
@@ -276,21 +277,44 @@ def check_method_datasets(section_name):
             raise ValueError(f"params.yaml: {section_name}.datasets lists {name!r} but datasets.{name} is missing")
 
 
-def method_train_section(section_name):
-    """<section>.train, with the top-level seed where it sets none (as train_section for models)."""
-    return _with_run_seed(config[section_name]["train"])
+def method_train_section(section_name, seed=None):
+    """<section>.train, with the top-level seed where it sets none (as train_section for models); `seed`:
+    the run seed it trains with (run.seeds)."""
+    section = _with_run_seed(config[section_name]["train"])
+    if seed is not None:
+        section["seed"] = int(seed)
+    return section
 
 
-def method_checkpoint(section_name, dataset, run, steps=None):
-    """The final checkpoint a method's run publishes, results/<section>/<dataset>/<run>/ckpt_<steps>.pt
-    (steps: <section>.train.steps unless given; the file name carries the step, as train's do)."""
+def method_run_dir(section_name, dataset, run, seed):
+    """Where a method's run of one training seed publishes its checkpoint, train_log.csv, config.json and
+    train.json: results/<section>/<dataset>/<run>/seed-<seed> (its resumable state: the same under state/)."""
+    return f"results/{section_name}/{dataset}/{run}/seed-{seed}"
+
+
+def method_checkpoint(section_name, dataset, run, seed, steps=None):
+    """The final checkpoint a method's run publishes, <method_run_dir>/ckpt_<steps>.pt (steps:
+    <section>.train.steps unless given; the file name carries the step, as train's do)."""
     if steps is None:
         steps = config[section_name]["train"]["steps"]
-    return f"results/{section_name}/{dataset}/{run}/ckpt_{steps:07d}.pt"
+    return f"{method_run_dir(section_name, dataset, run, seed)}/ckpt_{steps:07d}.pt"
 
 
-def method_samples(section_name, dataset, name):
-    return f"results/{section_name}/{dataset}/samples/{name}.npz"
+def method_samples(section_name, dataset, name, seed):
+    """A method's row's samples from the checkpoint of one training seed."""
+    return f"results/{section_name}/{dataset}/samples/{name}/seed-{seed}.npz"
+
+
+def method_metrics(section_name, dataset, name, seed):
+    """A method's row's metrics file for one training seed."""
+    return f"results/{section_name}/{dataset}/metrics/{name}/seed-{seed}.json"
+
+
+def method_metric_files(section_name, names):
+    """Every metrics file of a method's table: each of `names` on each dataset of <section>.datasets and each
+    seed of run.seeds (the table shows their mean and interval over seeds)."""
+    return [method_metrics(section_name, dataset, name, seed) for dataset in method_datasets(section_name)
+            for name in names for seed in run_seeds()]
 
 
 def method_report_targets(section_name, table, figures):

@@ -1,15 +1,17 @@
 # CQF (Shmelkov et al. 2018, "Coverage and quality driven training of generative image models";
-# issue 8; docs/cqf.md): the Table 1 ablation. Per dataset of cqf.datasets, four variants of one
+# issue 8; docs/cqf.md): the Table 1 ablation. Per dataset of cqf.datasets and seed of run.seeds, four variants of one
 # generator: gan (quality loss only), vae (coverage loss only), cq (both), cqf (both, and an NVP flow
 # between the decoder's feature space and the pixels):
-#   train_cqf     -> results/cqf/{dataset}/{variant}/ckpt_<steps>.pt, train_log.csv, config.json, train.json
-#                    (resumable state in state/cqf/{dataset}/{variant}/, never a rule output)
-#   score_cqf     -> (one process, `aiqn chain`) results/cqf/{dataset}/samples/{variant}.npz (+ .npz.json):
-#                    G(z), EMA weights; and results/cqf/{dataset}/metrics/{variant}.json: FID / IS by the `evaluate` verb (same
+#   train_cqf     -> results/cqf/{dataset}/{variant}/seed-{seed}/ckpt_<steps>.pt, train_log.csv, config.json,
+#                    train.json (resumable state in state/cqf/{dataset}/{variant}/seed-{seed}/, never a rule output)
+#   score_cqf     -> (one process, `aiqn chain`) results/cqf/{dataset}/samples/{variant}/seed-{seed}.npz (+ .npz.json):
+#                    G(z), EMA weights; and results/cqf/{dataset}/metrics/{variant}/seed-{seed}.json: FID / IS by the
+#                    `evaluate` verb (same
 #                    extractor, reference statistics, labels and provenance as Table 1) and, for vae, cq
 #                    and cqf, bits/dim on the test split (eq. 6 bound with the flow's log-determinant)
-#   cqf_table1    -> reports/tables/cqf_table1.{csv,md,tex}, reports/provenance/cqf_table1.json
-#   cqf_figures   -> reports/figures/{dataset}_cqf_samples.png (+ .png.json), {dataset}_cqf_curves.png
+#   cqf_table1    -> reports/tables/cqf_table1.{csv,md,tex} (mean and interval over seeds),
+#                    reports/provenance/cqf_table1.json
+#   cqf_figures   -> reports/figures/{dataset}_cqf_samples.png (+ .png.json), {dataset}_cqf_curves.png (first seed)
 # Everything lives under results/cqf/, which no other rule's pattern matches.
 import shlex
 
@@ -23,28 +25,28 @@ rule train_cqf:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=method_checkpoint("cqf", "{dataset}", "{variant}"),
-        log_csv="results/cqf/{dataset}/{variant}/train_log.csv",
-        config="results/cqf/{dataset}/{variant}/config.json",
-        record="results/cqf/{dataset}/{variant}/train.json",
+        checkpoint=method_checkpoint("cqf", "{dataset}", "{variant}", "{seed}"),
+        log_csv=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/train_log.csv",
+        config=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/config.json",
+        record=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/train.json",
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
         architecture=as_json(config["cqf"]["architecture"]),
-        train_config=as_json(method_train_section("cqf")),
+        train_config=lambda w: as_json(method_train_section("cqf", w.seed)),
         device=config["device"],
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/cqf/train/{dataset}/{variant}.log",
+        "logs/cqf/train/{dataset}/{variant}/seed-{seed}.log",
     benchmark:
-        "logs/cqf/bench/train_{dataset}_{variant}.tsv"
+        "logs/cqf/bench/train_{dataset}_{variant}_seed-{seed}.tsv"
     shell:
         "{PYTHON} --threads {threads} train-cqf --dataset {wildcards.dataset} --data {input.train}"
         " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
-        " --state-dir state/cqf/{wildcards.dataset}/{wildcards.variant}"
-        " --out-dir results/cqf/{wildcards.dataset}/{wildcards.variant} --device {params.device}"
+        " --state-dir state/cqf/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed}"
+        " --out-dir results/cqf/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed} --device {params.device}"
         " --no-progress > {log} 2>&1"
 
 
@@ -53,7 +55,7 @@ rule train_cqf:
 # checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
 rule score_cqf:
     input:
-        checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant),
+        checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant, w.seed),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         features=lambda w: features_path(w.dataset),
@@ -61,9 +63,9 @@ rule score_cqf:
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        samples=method_samples("cqf", "{dataset}", "{variant}"),
-        meta=method_samples("cqf", "{dataset}", "{variant}") + ".json",
-        metrics="results/cqf/{dataset}/metrics/{variant}.json",
+        samples=method_samples("cqf", "{dataset}", "{variant}", "{seed}"),
+        meta=method_samples("cqf", "{dataset}", "{variant}", "{seed}") + ".json",
+        metrics=method_metrics("cqf", "{dataset}", "{variant}", "{seed}"),
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
     params:
@@ -80,23 +82,23 @@ rule score_cqf:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/cqf/score/{dataset}/{variant}.log",
+        "logs/cqf/score/{dataset}/{variant}/seed-{seed}.log",
     benchmark:
-        "logs/cqf/bench/score_{dataset}_{variant}.tsv"
+        "logs/cqf/bench/score_{dataset}_{variant}_seed-{seed}.tsv"
     shell:
         "{PYTHON} --threads {threads} chain"
         " sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
         " --batch-size {params.sample_batch_size} {params.noise} --device {params.device} --out {output.samples}"
         " :: " + evaluate_call("{wildcards.dataset}", "{wildcards.variant}", "{output.samples}", "{input.checkpoint}",
-                               "score_cqf", "dataset={wildcards.dataset},variant={wildcards.variant}", "{output.metrics}",
+                               "score_cqf", "dataset={wildcards.dataset},variant={wildcards.variant},seed={wildcards.seed}",
+                               "{output.metrics}",
                                extra="--importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}")
         + " > {log} 2>&1"
 
 
 rule cqf_table1:
     input:
-        metrics=[f"results/cqf/{dataset}/metrics/{variant}.json" for dataset in method_datasets("cqf")
-                 for variant in CQF_VARIANTS]
+        metrics=method_metric_files("cqf", CQF_VARIANTS)
         + [real_data_metrics(dataset) for dataset in method_datasets("cqf")],
         paper="paper/cqf_table1.csv",
     output:
@@ -126,9 +128,11 @@ rule cqf_table1:
 rule cqf_figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [method_samples("cqf", w.dataset, variant) for variant in CQF_VARIANTS],
-        samples_meta=lambda w: [method_samples("cqf", w.dataset, variant) + ".json" for variant in CQF_VARIANTS],
-        train_logs=lambda w: [f"results/cqf/{w.dataset}/{variant}/{name}" for variant in CQF_VARIANTS
+        samples=lambda w: [method_samples("cqf", w.dataset, variant, figure_seed()) for variant in CQF_VARIANTS],
+        samples_meta=lambda w: [method_samples("cqf", w.dataset, variant, figure_seed()) + ".json"
+                                for variant in CQF_VARIANTS],
+        train_logs=lambda w: [f"{method_run_dir('cqf', w.dataset, variant, figure_seed())}/{name}"
+                              for variant in CQF_VARIANTS
                               for name in ("train_log.csv", "config.json")],
     output:
         grid=report("reports/figures/{dataset}_cqf_samples.png", caption="../report/cqf_samples.rst",
@@ -137,9 +141,9 @@ rule cqf_figures:
         curves=report("reports/figures/{dataset}_cqf_curves.png", caption="../report/cqf_curves.rst",
                       category="CQF", subcategory="{dataset}"),
     params:
-        samples=lambda w: " ".join(shlex.quote(f"{variant}={method_samples('cqf', w.dataset, variant)}")
+        samples=lambda w: " ".join(shlex.quote(f"{variant}={method_samples('cqf', w.dataset, variant, figure_seed())}")
                                    for variant in CQF_VARIANTS),
-        train_logs=lambda w: " ".join(f"{variant}=results/cqf/{w.dataset}/{variant}/train_log.csv"
+        train_logs=lambda w: " ".join(f"{variant}={method_run_dir('cqf', w.dataset, variant, figure_seed())}/train_log.csv"
                                       for variant in CQF_VARIANTS),
         grid_n=config["report"]["grid_n"],
     log:

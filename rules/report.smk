@@ -66,13 +66,13 @@ rule figures:
 
 
 def generative_samples(dataset):
-    """name -> final samples of every generative model that runs on `dataset`: Table 1's models, and
-    the AIQN-VAE's and CQF's rows where their sections list the dataset."""
+    """name -> final samples (of the figure seed) of every generative model that runs on `dataset`: Table 1's
+    models, and the AIQN-VAE's and CQF's rows where their sections list the dataset."""
     samples = {m: final_samples(dataset, m) for m in models_for(dataset)}
     if dataset in method_datasets("vae"):
-        samples.update({row: method_samples("vae", dataset, row) for row in VAE_ROWS})
+        samples.update({row: method_samples("vae", dataset, row, figure_seed()) for row in VAE_ROWS})
     if dataset in method_datasets("cqf"):
-        samples.update({variant: method_samples("cqf", dataset, variant) for variant in CQF_VARIANTS})
+        samples.update({variant: method_samples("cqf", dataset, variant, figure_seed()) for variant in CQF_VARIANTS})
     return samples
 
 

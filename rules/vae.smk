@@ -1,9 +1,10 @@
 # The AIQN-VAE (appendix, Figure 9): a convolutional VAE and an AIQN over its latent space.
-# Per dataset of vae.datasets: the plain VAE and the AIQN-VAE are trained (resumable state in
-# state/vae/{dataset}/{variant}/, the final checkpoint hard-linked into results/vae/...), three
-# rows are sampled and scored exactly like the PixelCNN models (same extractor, reference
-# statistics, labels and provenance), then the table reports/tables/aiqn_vae.* and the figures
-# reports/figures/{dataset}_aiqn_vae{,_loss}.png. Everything lives under results/vae/, which no
+# Per dataset of vae.datasets and seed of run.seeds: the plain VAE and the AIQN-VAE are trained
+# (resumable state in state/vae/{dataset}/{variant}/seed-{seed}/, the final checkpoint hard-linked into
+# results/vae/{dataset}/{variant}/seed-{seed}/), three rows are sampled and scored exactly like the
+# PixelCNN models (same extractor, reference statistics, labels and provenance), then the table
+# reports/tables/aiqn_vae.* (mean and interval over seeds) and the figures
+# reports/figures/{dataset}_aiqn_vae{,_loss}.png (the first seed). Everything lives under results/vae/, which no
 # other rule's pattern matches. docs/aiqn-vae.md.
 import shlex
 from collections import namedtuple
@@ -27,15 +28,15 @@ rule train_vae:
     input:
         train="data/processed/{dataset}/train.npz",
     output:
-        checkpoint=method_checkpoint("vae", "{dataset}", "{variant}"),
-        log_csv="results/vae/{dataset}/{variant}/train_log.csv",
-        config="results/vae/{dataset}/{variant}/config.json",
-        record="results/vae/{dataset}/{variant}/train.json",
+        checkpoint=method_checkpoint("vae", "{dataset}", "{variant}", "{seed}"),
+        log_csv=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/train_log.csv",
+        config=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/config.json",
+        record=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/train.json",
     wildcard_constraints:
         variant="|".join(VAE_VARIANTS),
     params:
         architecture=as_json(config["vae"]["architecture"]),
-        train_config=as_json(method_train_section("vae")),
+        train_config=lambda w: as_json(method_train_section("vae", w.seed)),
         aiqn_vae=lambda w: (f"--aiqn-vae-config {shlex.quote(as_json(config['vae']['aiqn_vae']))}"
                             if w.variant == "aiqn-vae" else ""),
         device=config["device"],
@@ -43,12 +44,12 @@ rule train_vae:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/vae/train/{dataset}/{variant}.log",
+        "logs/vae/train/{dataset}/{variant}/seed-{seed}.log",
     shell:
         "{PYTHON} --threads {threads} train-vae --dataset {wildcards.dataset} --data {input.train}"
         " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
-        " {params.aiqn_vae} --state-dir state/vae/{wildcards.dataset}/{wildcards.variant}"
-        " --out-dir results/vae/{wildcards.dataset}/{wildcards.variant} --device {params.device}"
+        " {params.aiqn_vae} --state-dir state/vae/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed}"
+        " --out-dir results/vae/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed} --device {params.device}"
         " --no-progress > {log} 2>&1"
 
 
@@ -56,7 +57,7 @@ rule train_vae:
 # then the shared `evaluate` verb: the same FID / IS, labels and provenance record as Table 1's.
 rule score_vae:
     input:
-        checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant),
+        checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant, w.seed),
         extractor=lambda w: extractor_path(w.dataset),
         reference=lambda w: reference_path(w.dataset),
         features=lambda w: features_path(w.dataset),
@@ -64,9 +65,9 @@ rule score_vae:
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        samples=method_samples("vae", "{dataset}", "{row}"),
-        meta=method_samples("vae", "{dataset}", "{row}") + ".json",
-        metrics="results/vae/{dataset}/metrics/{row}.json",
+        samples=method_samples("vae", "{dataset}", "{row}", "{seed}"),
+        meta=method_samples("vae", "{dataset}", "{row}", "{seed}") + ".json",
+        metrics=method_metrics("vae", "{dataset}", "{row}", "{seed}"),
     wildcard_constraints:
         row="|".join(VAE_ROWS),
     params:
@@ -80,20 +81,21 @@ rule score_vae:
     resources:
         gpu=1 if uses_gpu() else 0,
     log:
-        "logs/vae/score/{dataset}/{row}.log",
+        "logs/vae/score/{dataset}/{row}/seed-{seed}.log",
     shell:
         "{PYTHON} --threads {threads} chain"
         " sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
         " --n {params.n} --seed {params.seed} --batch-size {params.sample_batch_size} --device {params.device}"
         " --out {output.samples}"
         " :: " + evaluate_call("{wildcards.dataset}", "{params.model:q}", "{output.samples}", "{input.checkpoint}",
-                               "score_vae", "dataset={wildcards.dataset},row={wildcards.row}", "{output.metrics}")
+                               "score_vae",
+                               "dataset={wildcards.dataset},row={wildcards.row},seed={wildcards.seed}", "{output.metrics}")
         + " > {log} 2>&1"
 
 
 rule aiqn_vae:
     input:
-        metrics=[f"results/vae/{dataset}/metrics/{row}.json" for dataset in method_datasets("vae") for row in VAE_ROWS]
+        metrics=method_metric_files("vae", VAE_ROWS)
         + [real_data_metrics(dataset) for dataset in method_datasets("vae")],
         paper="paper/aiqn_vae.csv",
     output:
@@ -119,8 +121,8 @@ rule aiqn_vae:
 rule aiqn_vae_figures:
     input:
         real=rules.prepare_data.output.test,
-        samples=lambda w: [method_samples("vae", w.dataset, row) for row in VAE_ROWS],
-        train_logs=lambda w: [f"results/vae/{w.dataset}/{variant}/{name}" for variant in VAE_VARIANTS
+        samples=lambda w: [method_samples("vae", w.dataset, row, figure_seed()) for row in VAE_ROWS],
+        train_logs=lambda w: [f"{method_run_dir('vae', w.dataset, variant, figure_seed())}/{name}" for variant in VAE_VARIANTS
                               for name in ("train_log.csv", "config.json")],
     output:
         grid=report("reports/figures/{dataset}_aiqn_vae.png", caption="../report/aiqn_vae_samples.rst",
@@ -129,9 +131,9 @@ rule aiqn_vae_figures:
         loss=report("reports/figures/{dataset}_aiqn_vae_loss.png", caption="../report/aiqn_vae_loss.rst",
                     category="AIQN-VAE", subcategory="{dataset}"),
     params:
-        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={method_samples('vae', w.dataset, row)}")
+        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={method_samples('vae', w.dataset, row, figure_seed())}")
                                    for row in VAE_ROWS),
-        train_logs=lambda w: " ".join(f"{variant}=results/vae/{w.dataset}/{variant}/train_log.csv"
+        train_logs=lambda w: " ".join(f"{variant}={method_run_dir('vae', w.dataset, variant, figure_seed())}/train_log.csv"
                                       for variant in VAE_VARIANTS),
         grid_n=config["report"]["grid_n"],
     log:

@@ -159,45 +159,57 @@ def test_the_paper_table_file_has_table1s_columns_and_sources():
 # ---------------------------------------------------------------------------- Snakemake plans
 
 
-def _agave_jobs(text: str) -> dict[str, str]:
-    """train-agave commands by their out-dir's last part (lambda2, ablation, ...)."""
-    return {m.group(2): m.group(0) for m in
-            re.finditer(r"train-agave --dataset (\S+) .*--out-dir results/agave/\S+/(\S+) .*", text)}
+def _agave_jobs(text: str) -> dict[tuple[str, int], str]:
+    """train-agave commands by their out-dir's run and seed: {("lambda2", 0): command, ("ablation", 0): ...}."""
+    return {(m.group(1), int(m.group(2))): m.group(0) for m in
+            re.finditer(r"train-agave --dataset \S+ .*--out-dir results/agave/[^/\s]+/([^/\s]+)/seed-(\d+) .*", text)}
 
 
-def _baseline_jobs(text: str, dataset: str) -> dict[str, dict]:
-    """The matched baselines' `train` commands by run name: {"model": ..., "train": ...} configs."""
+def _baseline_jobs(text: str, dataset: str) -> dict[tuple[str, int], dict]:
+    """The matched baselines' `train` commands by run name and seed: {"model": ..., "train": ...} configs."""
     jobs = {}
-    for m in re.finditer(rf"train --dataset {dataset} .*--out-dir results/agave/{dataset}/(\S+) .*", text):
-        jobs[m.group(1)] = {key: json.loads(re.search(rf"--{key}-config '([^']+)'", m.group(0)).group(1))
-                            for key in ("model", "train")}
+    for m in re.finditer(rf"train --dataset {dataset} .*--out-dir results/agave/{dataset}/([^/\s]+)/seed-(\d+) .*",
+                         text):
+        jobs[m.group(1), int(m.group(2))] = {key: json.loads(re.search(rf"--{key}-config '([^']+)'", m.group(0)).group(1))
+                                             for key in ("model", "train")}
     return jobs
 
 
 def test_the_default_dry_run_plans_the_agave_jobs(tmp_path):
     repo = copy_repo(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())["agave"]
+    everything = yaml.safe_load((repo / "params.yaml").read_text())
+    params, seeds = everything["agave"], everything["run"]["seeds"]
     result = snakemake(repo, "-n", "-p", "--cores", "2", *[f"reports/figures/digits_agave_{k}.png" for k in
                                                             ("lambda", "samples", "ablation")],
                        "reports/tables/agave_table1.md", timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     jobs = _agave_jobs(text)
-    lambdas = {f"{float(v):g}" for v in params["table_lambdas"] + params["figure_lambdas"]}
-    assert set(jobs) == {f"lambda{lam}" for lam in lambdas} | {"ablation"}
-    assert "--init-from results/agave/digits/lambda" in jobs["ablation"]
-    assert '"use_aux":false' in jobs["ablation"]
+    ablation = f"lambda{float(params['ablation']['lambda']):g}"
+    table = {(run, seed) for run in [f"lambda{float(v):g}" for v in params["table_lambdas"]] + [ablation, "ablation"]
+             for seed in seeds}  # every seed: the table's rows, the ablation and the lambda it continues
+    figure = {(f"lambda{float(v):g}", seeds[0]) for v in params["figure_lambdas"]}  # the figure's seed only
+    assert len(seeds) >= 3 and set(jobs) == table | figure
+    for (run, seed), command in jobs.items():
+        assert json.loads(re.search(r"--train-config '([^']+)'", command).group(1))["seed"] == seed
+    for seed in seeds:
+        assert f"--init-from results/agave/digits/{ablation}/seed-{seed}/" in jobs["ablation", seed]
+        assert '"use_aux":false' in jobs["ablation", seed]
+        assert re.search(rf"evaluate-agave --dataset digits --model 'AGAVE \(lambda={ablation[6:]}\), no auxiliary "
+                         rf"loss' .*name=ablation,seed={seed} ", text)
     baselines = _baseline_jobs(text, "digits")
-    assert set(baselines) == {"baseline", "plain"}
-    assert baselines["plain"]["model"]["gated"] is False and "gated" not in baselines["baseline"]["model"]
-    for job in baselines.values():  # the matched sizes and optimizer
+    assert set(baselines) == {(run, seed) for run in ("baseline", "plain") for seed in seeds}
+    assert baselines["plain", 0]["model"]["gated"] is False and "gated" not in baselines["baseline", 0]["model"]
+    for (run, seed), job in baselines.items():  # the matched sizes, optimizer and seed
         assert {key: job["model"][key] for key in ("blocks", "filter_size", "planes", "output_planes")} == \
             {key: params["architecture"][key] for key in ("blocks", "filter_size", "planes", "output_planes")}
         assert (job["train"]["optimizer"], job["train"]["steps"]) == ("adamax", params["train"]["steps"])
+        assert job["train"]["seed"] == seed
     assert re.search(r"evaluate-agave .*name=plain\b", text)
     k = params["evaluation"]["importance_k"]
     for lam in params["table_lambdas"]:
-        assert re.search(rf"evaluate-agave .*--k {k} .*name=lambda{float(lam):g} ", text)
+        for seed in seeds:
+            assert re.search(rf"evaluate-agave .*--k {k} .*name=lambda{float(lam):g},seed={seed} ", text)
 
 
 def test_the_paper_profile_plans_cifar10_agave_at_the_papers_settings(tmp_path):
@@ -208,18 +220,18 @@ def test_the_paper_profile_plans_cifar10_agave_at_the_papers_settings(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     jobs = _agave_jobs(text)
-    assert set(jobs) == {f"lambda{lam}" for lam in range(1, 13)} | {"ablation"}
-    for name, command in jobs.items():
+    assert {run for run, _ in jobs} == {f"lambda{lam}" for lam in range(1, 13)} | {"ablation"}
+    for (name, _), command in jobs.items():
         assert "--dataset cifar10 --data data/processed/cifar10/train.npz" in command and "--device cuda" in command
         train = json.loads(re.search(r"--train-config '([^']+)'", command).group(1))
         assert (train["optimizer"], train["lr"]) == ("adamax", 0.002)
         if name != "ablation":
             assert train["kl_weight"] == float(name[len("lambda"):]) and train.get("use_aux", True)
-    ablation = json.loads(re.search(r"--train-config '([^']+)'", jobs["ablation"]).group(1))
-    assert ablation["use_aux"] is False and "--init-from results/agave/cifar10/lambda" in jobs["ablation"]
-    assert re.search(r"evaluate-agave .*--k 150 .*name=lambda12 ", text)
+    ablation = json.loads(re.search(r"--train-config '([^']+)'", jobs["ablation", 0]).group(1))
+    assert ablation["use_aux"] is False and "--init-from results/agave/cifar10/lambda" in jobs["ablation", 0]
+    assert re.search(r"evaluate-agave .*--k 150 .*name=lambda12,seed=0 ", text)
     baselines = _baseline_jobs(text, "cifar10")
-    assert set(baselines) == {"baseline", "plain"}
+    assert {run for run, _ in baselines} == {"baseline", "plain"}
     assert all((job["train"]["optimizer"], job["train"]["lr"]) == ("adamax", 0.002) for job in baselines.values())
     assert re.search(r"rule train_agave:(?:\n .*)*\n\s+resources: .*gpu=1", text)
 

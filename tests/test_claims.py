@@ -74,6 +74,22 @@ def test_seeds_are_paired_by_seed_not_by_row_order_and_welch_without_common_seed
     assert (row.difference_low, row.difference_high) == pytest.approx((welch.low, welch.high), rel=1e-9)
 
 
+def test_b_is_the_row_that_as_named_group_points_at():
+    """agave-ablation-kl: the ablation's row against the lambda it continued, whichever other lambdas the table has."""
+    frame = table(1, 2)  # a: 1, b: 2
+    lambdas = frame[frame.model == "b"].assign(model="AGAVE (lambda=2)")
+    other = frame[frame.model == "b"].assign(model="AGAVE (lambda=1)", value=0.0, low=-1.0, high=1.0)
+    ablation = frame[frame.model == "a"].assign(model="AGAVE (lambda=2), no auxiliary loss")
+    claim = {**CLAIM, "a": {"model": r"AGAVE \(lambda=(?P<lam>[0-9.]+)\), no auxiliary loss"},
+             "b": {"model": r"AGAVE \(lambda={lam}\)"}}
+    row = evaluate_claims([claim], {"t": pd.concat([other, lambdas, ablation])}).iloc[0]
+    assert (row.model_a, row.model_b, row.difference, row.verdict) == \
+        ("AGAVE (lambda=2), no auxiliary loss", "AGAVE (lambda=2)", -1.0, "inconclusive")
+    row = evaluate_claims([claim], {"t": pd.concat([other, lambdas, ablation.assign(model="AGAVE (lambda=1), "
+                                                                                  "no auxiliary loss")])}).iloc[0]
+    assert (row.model_b, row.difference) == ("AGAVE (lambda=1)", 1.0)
+
+
 def test_a_claim_whose_rows_exist_nowhere_is_refused_with_the_rows_named():
     with pytest.raises(ValueError, match="claim c: no dataset of t has FID rows matching .*its rows: a, b"):
         evaluate_claims([{**CLAIM, "a": {"model": "pixelsnail"}}], {"t": table(1, 2)})

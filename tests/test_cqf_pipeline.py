@@ -222,8 +222,10 @@ def test_decoder_noise_of_the_gan_is_refused(run):
 # ---------------------------------------------------------------------------- Snakemake plans
 
 
-def _cqf_train_commands(text: str) -> dict[str, str]:
-    return {m.group(2): m.group(0) for m in re.finditer(r"train-cqf --dataset (\S+) .*--variant (\S+) .*", text)}
+def _cqf_train_commands(text: str) -> dict[tuple[str, int], str]:
+    """train-cqf commands by variant and the seed of their out-dir: {("cq", 0): command, ...}."""
+    return {(m.group(1), int(m.group(2))): m.group(0) for m in
+            re.finditer(r"train-cqf --dataset \S+ .*--variant (\S+) .*--out-dir \S+/seed-(\d+) .*", text)}
 
 
 def test_the_default_run_plans_the_four_digits_variants(tmp_path):
@@ -233,16 +235,20 @@ def test_the_default_run_plans_the_four_digits_variants(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     commands = _cqf_train_commands(text)
-    assert set(commands) == set(VARIANTS)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())["cqf"]
-    for command in commands.values():  # params.yaml's values (the schema fills in the defaults of the others)
+    everything = yaml.safe_load((REPO / "params.yaml").read_text())
+    params, seeds = everything["cqf"], everything["run"]["seeds"]
+    assert len(seeds) >= 3 and set(commands) == {(variant, seed) for variant in VARIANTS for seed in seeds}
+    for (variant, seed), command in commands.items():  # params.yaml's values (the schema fills in the others)
         architecture = json.loads(re.search(r"--architecture '([^']+)'", command).group(1))
         assert {key: architecture[key] for key in params["architecture"]} == params["architecture"]
         train = json.loads(re.search(r"--train-config '([^']+)'", command).group(1))
-        assert {key: train[key] for key in params["train"]} == params["train"] and train["seed"] == 0
+        assert {key: train[key] for key in params["train"]} == params["train"] and train["seed"] == seed
+        assert f"--state-dir state/cqf/digits/{variant}/seed-{seed} " in command
     for variant in VARIANTS:
         assert f"evaluate --dataset digits --model {variant} " in text
-        assert re.search(rf"sample-cqf --checkpoint results/cqf/digits/{variant}/ckpt_\d{{7}}.pt --n 1000 ", text)
+        for seed in seeds:
+            assert re.search(rf"sample-cqf --checkpoint results/cqf/digits/{variant}/seed-{seed}/ckpt_\d{{7}}.pt"
+                             rf" --n 1000 .*--out results/cqf/digits/samples/{variant}/seed-{seed}.npz ", text)
     assert "--rule score_cqf --importance-samples 1 --bpd-seed 0" in text
     assert "results/reference/digits/digits-classifier_1000.npz" in text
     assert "table --name cqf_table1" in text
@@ -254,7 +260,7 @@ def test_the_paper_profile_plans_the_cifar10_ablation_at_the_papers_sizes(tmp_pa
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     commands = _cqf_train_commands(text)
-    assert set(commands) == set(VARIANTS)
+    assert {variant for variant, _ in commands} == set(VARIANTS)
     for command in commands.values():
         assert "--dataset cifar10 --data data/processed/cifar10/train.npz" in command and "--device cuda" in command
         arch = json.loads(re.search(r"--architecture '([^']+)'", command).group(1))
@@ -268,7 +274,8 @@ def test_the_paper_profile_plans_the_cifar10_ablation_at_the_papers_sizes(tmp_pa
             (64, 100, 100, 1)
         assert train["steps"] == 100_000
     for variant in VARIANTS:
-        assert re.search(rf"sample-cqf --checkpoint results/cqf/cifar10/{variant}/ckpt_0100000.pt --n 10000 ", text)
+        assert re.search(rf"sample-cqf --checkpoint results/cqf/cifar10/{variant}/seed-0/ckpt_0100000.pt --n 10000 ",
+                         text)
         assert f"evaluate --dataset cifar10 --model {variant} " in text
     assert "results/reference/cifar10/inception-v3_10000.npz" in text
     assert re.search(r"rule train_cqf:(?:\n .*)*\n\s+resources: .*gpu=1", text)

@@ -51,7 +51,13 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
         assert sorted(digits_rows(ours, model, "FID").seed) == [0, 1]
     aiqn_fid = claims[(claims.claim == "aiqn-fid") & (claims.dataset == "digits")].iloc[0]
     assert aiqn_fid.noise == "2 seeds" and len(eval(aiqn_fid.ours_a_per_seed)) == 2
-    assert claims[claims.claim == "cqf-fid"].noise.str.startswith("one seed").all()  # the methods: one seed
+    for claim in ("cqf-fid", "cqf-bpd", "agave-bpd", "aiqn-vae-fid"):  # the methods' rows: over seeds too
+        assert (claims[claims.claim == claim].noise == "2 seeds").all(), claim
+    for table in ("aiqn_vae", "cqf_table1", "agave_table1"):
+        rows = pd.read_csv(ci_run / f"reports/tables/{table}.csv")
+        ours_rows = rows[(rows.source == "ours") & ~rows.model.str.startswith("real data")]
+        per_row_seeds = ours_rows.groupby(["model", "label"]).seed.apply(sorted)
+        assert len(per_row_seeds) and all(seeds == [0, 1] for seeds in per_row_seeds), table
     main_fid = digits[digits.metric == "FID"]
     assert (main_fid.low < main_fid.high).all() and "real data (test split)" not in set(main_fid.model)
     colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models

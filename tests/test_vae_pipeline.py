@@ -173,8 +173,10 @@ def test_sampling_the_aiqn_of_a_plain_vae_is_refused(run):
 # ---------------------------------------------------------------------------- Snakemake plans
 
 
-def _vae_train_commands(text: str) -> dict[str, str]:
-    return {m.group(2): m.group(0) for m in re.finditer(r"train-vae --dataset (\S+) .*--variant (\S+) .*", text)}
+def _vae_train_commands(text: str) -> dict[tuple[str, int], str]:
+    """train-vae commands by variant and the seed of their out-dir: {("vae", 0): command, ...}."""
+    return {(m.group(1), int(m.group(2))): m.group(0) for m in
+            re.finditer(r"train-vae --dataset \S+ .*--variant (\S+) .*--out-dir \S+/seed-(\d+) .*", text)}
 
 
 def test_the_paper_profile_plans_the_celeba64_aiqn_vae_at_the_papers_sizes(tmp_path):
@@ -183,20 +185,23 @@ def test_the_paper_profile_plans_the_celeba64_aiqn_vae_at_the_papers_sizes(tmp_p
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     commands = _vae_train_commands(text)
-    assert set(commands) == {"vae", "aiqn-vae"}
-    for variant, command in commands.items():
+    seeds = yaml.safe_load((repo / "profiles/paper/params.yaml").read_text())["run"]["seeds"]
+    assert set(commands) == {(variant, seed) for variant in ("vae", "aiqn-vae") for seed in seeds}
+    for (variant, seed), command in commands.items():
         assert "--dataset celeba64 --data data/processed/celeba64/train.npz" in command
         architecture = json.loads(re.search(r"--architecture '([^']+)'", command).group(1))
         assert (architecture["latent_dim"], architecture["base_channels"], architecture["max_channels"]) == (32, 64, 512)
         assert (architecture["aiqn_hidden"], architecture["aiqn_layers"]) == (512, 3)
         train = json.loads(re.search(r"--train-config '([^']+)'", command).group(1))
         assert train["steps"] == 200_000 and train["batch_size"] == 64 and train["kappa"] == 0.002
-        assert train["ema_rate"] == 0.9999 and "--device cuda" in command
-    assert json.loads(re.search(r"--aiqn-vae-config '([^']+)'", commands["aiqn-vae"]).group(1)) == AIQN_VAE
-    assert "--aiqn-vae-config" not in commands["vae"]
+        assert train["ema_rate"] == 0.9999 and "--device cuda" in command and train["seed"] == seed
+    assert json.loads(re.search(r"--aiqn-vae-config '([^']+)'", commands["aiqn-vae", 0]).group(1)) == AIQN_VAE
+    assert "--aiqn-vae-config" not in commands["vae", 0]
     for row, latents in (("vae", "prior"), ("aiqn-vae", "aiqn"), ("aiqn-vae-gaussian-prior", "prior")):
-        assert re.search(rf"sample-vae --checkpoint results/vae/celeba64/\S+/ckpt_0200000.pt --latents {latents}"
-                         rf" --n 10000 .* --out results/vae/celeba64/samples/{row}.npz", text), row
+        for seed in seeds:
+            assert re.search(rf"sample-vae --checkpoint results/vae/celeba64/\S+/seed-{seed}/ckpt_0200000.pt"
+                             rf" --latents {latents} --n 10000 .* --out results/vae/celeba64/samples/{row}/seed-{seed}.npz",
+                             text), (row, seed)
     assert "evaluate --dataset celeba64 --model 'aiqn-vae (gaussian prior)'" in text
     assert "results/reference/celeba64/inception-v3_10000.npz" in text
     assert re.search(r"rule train_vae:(?:\n .*)*\n\s+resources: .*gpu=1", text)

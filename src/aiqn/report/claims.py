@@ -71,6 +71,16 @@ def _rows(table: pd.DataFrame, side: dict, metric: str, dataset: str) -> pd.Data
     return part
 
 
+def _bound_to(side: dict, first: dict, first_model: str) -> dict:
+    """`side` with each {name} in its model pattern replaced by what the named group `name` of the
+    `first` side's pattern matched in `first_model` (escaped): a claim can compare a row with the one it
+    came from, e.g. a: 'AGAVE \\(lambda=(?P<lam>[0-9.]+)\\), no auxiliary loss', b: 'AGAVE \\(lambda={lam}\\)'."""
+    model = side["model"]
+    for name, value in re.fullmatch(first["model"], first_model).groupdict().items():
+        model = model.replace("{" + name + "}", re.escape(value))
+    return {**side, "model": model}
+
+
 def _estimate(rows: pd.DataFrame) -> Estimate:
     if "seed" in rows:
         rows = rows.sort_values("seed", kind="stable")
@@ -134,7 +144,8 @@ def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.D
         tested = 0
         for dataset in datasets:
             rows_a = _rows(table, claim["a"], claim["metric"], dataset)
-            rows_b = _rows(table, claim["b"], claim["metric"], dataset)
+            side_b = _bound_to(claim["b"], claim["a"], str(rows_a["model"].iloc[0])) if len(rows_a) else claim["b"]
+            rows_b = _rows(table, side_b, claim["metric"], dataset)
             if not len(rows_a) or not len(rows_b):  # the dataset runs only some models (run.models_per_dataset)
                 continue
             tested += 1

@@ -121,6 +121,7 @@ def cmd_evaluate_agave(args) -> None:
     test = {**file_record(args.test), "n": int(len(images))}
     record = {
         "dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": True,
+        "seed": ckpt["train_config"].get("seed"),  # the training seed (run.seeds), as the evaluate verb writes it
         "n_samples": None, "extractor": None, "metrics": metrics,
         "evaluation": {**evaluation, "test": test, "seconds": seconds},
         "provenance": {
