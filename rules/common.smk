@@ -185,6 +185,12 @@ def reference_path(dataset):
     return f"results/reference/{dataset}/{extractor_name(dataset)}_{n}.npz"
 
 
+def validation_reference_path(dataset):
+    """validation_stats' output (rules/evaluate.smk): the feature statistics of every validation image,
+    which the sweep ranks by and every checkpoint's 'FID vs val' is scored against."""
+    return f"results/reference/{dataset}/{extractor_name(dataset)}_val.npz"
+
+
 def features_path(dataset):
     """reference_features' output (rules/evaluate.smk): every train and test image's features and the
     held-out side of the memorisation check; an input of every scoring rule."""
@@ -200,16 +206,27 @@ def comparison_args(dataset):
             f" --memorisation-percentile {evaluation['memorisation_percentile']} --bootstrap {evaluation['bootstrap']}")
 
 
+def scoring_inputs(dataset):
+    """The files every evaluate_call reads besides its checkpoint and samples: the input of each scoring rule
+    (`**scoring_inputs(d)`, or `unpack(lambda w: scoring_inputs(w.dataset))` in a wildcard rule)."""
+    return {"extractor": extractor_path(dataset), "reference": reference_path(dataset),
+            "validation": validation_reference_path(dataset), "features": features_path(dataset),
+            "train": f"data/processed/{dataset}/train.npz", "test": f"data/processed/{dataset}/test.npz",
+            "dataset_meta": f"data/processed/{dataset}/meta.json"}
+
+
 def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=True, extra=""):
     """The shared `evaluate` verb's arguments for one sample file, as every scoring rule chains them
-    after its sampling call (rules/score.smk, rules/vae.smk, rules/cqf.smk). Each argument is a value
-    or a Snakemake placeholder ("{wildcards.dataset}"); the extractor, reference, splits and batch
-    size follow the evaluation section; `extra`: the method's own options (CQF's bound)."""
+    after its sampling call (rules/score.smk, rules/vae.smk, rules/cqf.smk; each lists
+    scoring_inputs()). Each argument is a value or a Snakemake placeholder ("{wildcards.dataset}");
+    the extractor, references, splits and batch size follow the evaluation section; `extra`: the
+    method's own options (CQF's bound)."""
     evaluation = config["evaluation"]
     return (f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
             f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
             f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
             f" --device {config['device']} --reference {reference_path(dataset)}"
+            f" --validation-reference {validation_reference_path(dataset)}"
             f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
             f" --splits {evaluation['is_splits']} {comparison_args(dataset)}{' --final' if final else ''}"
             f" --rule {rule}{' ' + extra if extra else ''} --wildcards {wildcards} --out {out}")

@@ -55,13 +55,8 @@ rule train_cqf:
 # checkpoint it adds bits/dim (aiqn.methods.cqf.verbs.cqf_bits_per_dim_metrics) unless the variant is gan.
 rule score_cqf:
     input:
+        unpack(lambda w: scoring_inputs(w.dataset)),
         checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant, w.seed),
-        extractor=lambda w: extractor_path(w.dataset),
-        reference=lambda w: reference_path(w.dataset),
-        features=lambda w: features_path(w.dataset),
-        train=lambda w: f"data/processed/{w.dataset}/train.npz",
-        test=rules.prepare_data.output.test,
-        dataset_meta=rules.prepare_data.output.meta,
     output:
         samples=method_samples("cqf", "{dataset}", "{variant}", "{seed}"),
         meta=method_samples("cqf", "{dataset}", "{variant}", "{seed}") + ".json",

@@ -1,18 +1,23 @@
-# Raw data -> data/processed/{dataset}/{train,test}.npz (+ meta.json with checksums).
+# Raw data -> data/processed/{dataset}/{train,val,test}.npz (+ meta.json with checksums): val is carved
+# from the dataset's train split (params: validation) for choosing configurations and checkpoints;
+# nothing trains on it, and the test split is only reported.
 
 
 rule prepare_data:
     output:
         train="data/processed/{dataset}/train.npz",
+        val="data/processed/{dataset}/val.npz",
         test="data/processed/{dataset}/test.npz",
         meta="data/processed/{dataset}/meta.json",
     params:
         options=lambda w: as_json(config["datasets"][w.dataset]),
+        validation=as_json(config["validation"]),
     log:
         "logs/prepare_data/{dataset}.log",
     shell:
         "{PYTHON} --threads {threads} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
-        " --out-dir data/processed/{wildcards.dataset} --options {params.options:q} > {log} 2>&1"
+        " --out-dir data/processed/{wildcards.dataset} --options {params.options:q}"
+        " --validation {params.validation:q} > {log} 2>&1"
 
 
 # A raw file of a registered download group (a dataset's archives, or the Inception weights),

@@ -30,6 +30,30 @@ rule reference_stats:
         " > {log} 2>&1"
 
 
+# The validation split's statistics (every image of val.npz): the sweep ranks configurations by FID against
+# them, and every checkpoint gets an 'FID vs val', which Table 1's 'chosen on validation' rows pick by.
+rule validation_stats:
+    input:
+        extractor=lambda w: extractor_path(w.dataset),
+        data=rules.prepare_data.output.val,
+    output:
+        "results/reference/{dataset}/{extractor}_val.npz",
+    params:
+        seed=config["evaluation"]["reference_seed"],
+        kind=extractor_kind(),
+        batch_size=config["evaluation"]["batch_size"],
+        device=config["device"],
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    log:
+        "logs/reference_stats/{dataset}/{extractor}_val.log",
+    shell:
+        "{PYTHON} --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
+        " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
+        " --device {params.device} --data {input.data} --n 0 --split val --seed {params.seed} --out {output}"
+        " > {log} 2>&1"
+
+
 rule reference_features:
     input:
         extractor=lambda w: extractor_path(w.dataset),

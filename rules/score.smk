@@ -39,12 +39,7 @@ for _dataset, _model in run_pairs():
             score_rule_name(_dataset, _model)
         input:
             checkpoints=[f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
-            extractor=extractor_path(_dataset),
-            reference=reference_path(_dataset),
-            features=features_path(_dataset),
-            train=f"data/processed/{_dataset}/train.npz",
-            test=f"data/processed/{_dataset}/test.npz",
-            dataset_meta=f"data/processed/{_dataset}/meta.json",
+            **scoring_inputs(_dataset),
         output:
             samples=[samples_path(_dataset, _model, "{seed}", s) for s in checkpoint_steps(_dataset, _model)],
             samples_meta=[samples_path(_dataset, _model, "{seed}", s) + ".json" for s in checkpoint_steps(_dataset, _model)],

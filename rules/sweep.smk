@@ -99,7 +99,7 @@ rule sweep_trial:
         configs="results/sweeps/{dataset}/{model}/configs.tsv",
         train="data/processed/{dataset}/train.npz",
         extractor=lambda w: extractor_path(w.dataset),
-        reference=lambda w: reference_path(w.dataset),
+        reference=lambda w: validation_reference_path(w.dataset),  # trials are ranked on the validation split
     output:
         "results/sweeps/{dataset}/{model}/rung{rung}/{trial}.json",
     params:

@@ -57,13 +57,8 @@ rule train_vae:
 # then the shared `evaluate` verb: the same FID / IS, labels and provenance record as Table 1's.
 rule score_vae:
     input:
+        unpack(lambda w: scoring_inputs(w.dataset)),
         checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant, w.seed),
-        extractor=lambda w: extractor_path(w.dataset),
-        reference=lambda w: reference_path(w.dataset),
-        features=lambda w: features_path(w.dataset),
-        train=lambda w: f"data/processed/{w.dataset}/train.npz",
-        test=rules.prepare_data.output.test,
-        dataset_meta=rules.prepare_data.output.meta,
     output:
         samples=method_samples("vae", "{dataset}", "{row}", "{seed}"),
         meta=method_samples("vae", "{dataset}", "{row}", "{seed}") + ".json",

@@ -136,7 +136,8 @@ def test_a_new_dataset_added_by_the_guide_runs_end_to_end(tmp_path):
     # prepared data and its raw files (fetched by ensure_raw_file into data/raw/tinyphotos)
     meta = json.loads((repo / "data/processed/tinyphotos/meta.json").read_text())
     assert meta["shape"] == [3, 16, 16] and meta["levels"] == 32 and meta["num_classes"] == 2
-    assert meta["splits"]["train"]["n"] == 416 and meta["splits"]["test"]["n"] == 104
+    assert meta["splits"]["test"]["n"] == 104  # the guide's 416 training crops: 15% held out as validation
+    assert (meta["splits"]["train"]["n"], meta["splits"]["val"]["n"]) == (353, 63)
     assert sorted(p.name for p in (repo / "data/raw/tinyphotos").iterdir()) == ["china.jpg", "flower.jpg"]
 
     # Table 1: FID and IS for every model of run.models (bits/dim for the PixelCNNs) and the floor

@@ -20,7 +20,7 @@ from PIL import Image
 import aiqn.data  # noqa: F401  (registers datasets)
 from aiqn.data import download, get_dataset, load_split, photos32, registered_names
 from aiqn.data.download import ChecksumMismatch, RawFileMissing, UnsafeArchive, ensure_raw_file, safe_extract
-from aiqn.data.prepare import prepare_dataset
+from aiqn.data.prepare import carve_validation, prepare_dataset
 from aiqn.data.registry import Source
 from aiqn.report.provenance import resolve
 from aiqn.core.io import read_json, sha256_file
@@ -286,3 +286,33 @@ def test_safe_extract_refuses_device_files(tmp_path):
     with pytest.raises(UnsafeArchive, match="device"):
         safe_extract(tar, tmp_path / "out")
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_the_validation_split_is_carved_from_train_stratified_disjoint_and_seeded(tmp_path):
+    """prepare_dataset with params' validation: val.npz holds `fraction` of the dataset's own train split,
+    every class in proportion, no image of it left in train.npz; the test split is untouched."""
+    plain = prepare_dataset("digits", "unused", tmp_path / "plain", {"test_fraction": 0.2, "split_seed": 0})
+    meta = prepare_dataset("digits", "unused", tmp_path / "val", {"test_fraction": 0.2, "split_seed": 0},
+                           {"fraction": 0.15, "seed": 0})
+    full, _ = load_split(tmp_path / "plain" / "train.npz")
+    train, train_labels = load_split(tmp_path / "val" / "train.npz")
+    val, val_labels = load_split(tmp_path / "val" / "val.npz")
+    assert set(plain["splits"]) == {"train", "test"} and set(meta["splits"]) == {"train", "val", "test"}
+    assert (len(train), len(val)) == (len(full) - round(0.15 * len(full)), round(0.15 * len(full)))
+    rows = lambda images: {image.tobytes() for image in images}  # noqa: E731
+    assert rows(train) | rows(val) == rows(full) and not rows(train) & rows(val)
+    share = np.bincount(val_labels, minlength=10) / np.bincount(train_labels, minlength=10)
+    assert np.all(np.abs(share - 0.15 / 0.85) < 0.03)  # stratified: each class in proportion
+    assert meta["splits"]["test"]["sha256"] == plain["splits"]["test"]["sha256"]
+    assert meta["validation"]["fraction"] == 0.15
+    again = prepare_dataset("digits", "unused", tmp_path / "again", {"test_fraction": 0.2, "split_seed": 0},
+                            {"fraction": 0.15, "seed": 0})
+    other = prepare_dataset("digits", "unused", tmp_path / "other", {"test_fraction": 0.2, "split_seed": 0},
+                            {"fraction": 0.15, "seed": 1})
+    assert again["splits"]["val"]["sha256"] == meta["splits"]["val"]["sha256"] != other["splits"]["val"]["sha256"]
+
+
+def test_a_validation_fraction_that_cannot_be_stratified_is_refused_naming_the_key():
+    train = {"images": np.zeros((12, 1, 8, 8), np.uint8), "labels": np.repeat(np.arange(6), 2)}
+    with pytest.raises(ValueError, match=r"validation.fraction=0.1 cannot carve .* 12 training images"):
+        carve_validation(train, 0.1, 0)  # 1 validation image for 6 classes

@@ -28,7 +28,18 @@ def ci_run(tmp_path_factory):
 def test_ci_pipeline_writes_table1_and_figures(ci_run):
     table = pd.read_csv(ci_run / "reports/tables/table1.csv")
     ours = table[table.source == "ours"]
-    assert set(ours.model) == {"pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond", "real data (test split)"}
+    models = {"pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"}
+    assert set(ours.model) == models | {f"{m} (chosen on validation)" for m in models} | {"real data (test split)"}
+    for model in models:  # each seed's checkpoint with the lowest FID vs val, among every checkpoint it scored
+        for seed in (0, 1):
+            by_step = {}
+            for path in (ci_run / "results/metrics/digits" / model / f"seed-{seed}").glob("*.json"):
+                doc = json.loads(path.read_text())
+                (val,) = [m for m in doc["metrics"] if m["metric"] == "FID vs val"]
+                assert val["label"] == "FID (digits-classifier, 100 samples vs 216 val)"
+                by_step[doc["step"]] = val["value"]
+            chosen = digits_rows(ours, f"{model} (chosen on validation)", "FID vs val")
+            assert chosen[chosen.seed == seed].step.item() == min(by_step, key=by_step.get)
     for model in ("pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"):
         rows = ours[ours.model == model]
         assert {"FID", "IS"} <= set(rows.metric)
@@ -266,6 +277,7 @@ def test_the_sweep_chooses_a_configuration_that_the_final_training_uses(ci_run):
         assert trained["lr"] == pytest.approx(chosen["config"]["lr"])
         if model == "pixeliqn":
             assert trained["kappa"] == pytest.approx(chosen["config"]["kappa"])
+        assert "vs 216 val)" in (sweep / "rung0" / f"{rung0['promoted'][0]}.json").read_text()  # ranked on val
         report = pd.read_csv(ci_run / f"reports/sweeps/digits_{model}.csv")
         assert len(report) == 4 and report.chosen.sum() == 1
         assert (ci_run / f"reports/figures/digits_{model}_sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -284,3 +284,30 @@ def test_two_records_of_the_same_seed_are_refused(tmp_path):
     twin = _metrics_json(tmp_path / "copy.json", "pixelcnn", 1500, True, 8.0, 7.0, seed=1)
     with pytest.raises(ValueError, match="several final records .*seed"):
         build_table1(files + [twin], str(PAPER_CSV))
+
+
+def test_the_checkpoint_chosen_on_validation_is_each_seeds_lowest_fid_vs_val(tmp_path):
+    """Table 1's '(chosen on validation)' rows: per seed, every metric of the step whose 'FID vs val' is lowest
+    (not the lowest FID vs train); a model with one checkpoint gets none; the md lists each seed's step."""
+    fid_vs_val = {0: {500: 9.0, 1000: 4.0, 1500: 6.0}, 1: {500: 8.0, 1000: 7.0, 1500: 5.0}}
+    files = []
+    for seed, by_step in fid_vs_val.items():
+        for step, val in by_step.items():
+            path = _metrics_json(tmp_path / f"seed-{seed}" / f"{step}.json", "pixelcnn", step, step == 1500,
+                                 fid=100.0 - step / 100, is_=float(step), seed=seed)
+            doc = json.loads(Path(path).read_text())
+            doc["metrics"].append({"metric": "FID vs val", "value": val,
+                                   "label": "FID (digits-classifier, 1000 samples vs 216 val)"})
+            Path(path).write_text(json.dumps(doc))
+            files.append(path)
+    files.append(_metrics_json(tmp_path / "iqn.json", "pixeliqn", 1500, True, 20.0, 6.0, seed=0))
+    table = build_table1(files, str(PAPER_CSV))
+    chosen = table[table["model"] == "pixelcnn (chosen on validation)"]
+    assert dict(zip(chosen[chosen.metric == "IS"].seed, chosen[chosen.metric == "IS"].step)) == {0: 1000, 1: 1500}
+    assert sorted(chosen[chosen.metric == "IS"].value) == [1000.0, 1500.0] and chosen["final"].all()
+    assert not table["model"].str.startswith("pixeliqn (").any()  # one checkpoint: nothing to choose
+    final = table[(table["model"] == "pixelcnn") & (table["metric"] == "IS")]
+    assert final["step"].tolist() == [1500, 1500]
+    markdown = Path(write_table1(table, tmp_path / "out")["md"]).read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| pixelcnn (chosen on validation)"))
+    assert [c.strip() for c in row.split("|")[2:4]] == ["1000/1500", "2"]

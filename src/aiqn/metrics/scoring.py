@@ -70,9 +70,9 @@ def extractor_label(name: str, kind: str, path: str | Path, sha256: str | None =
     return f"{name} sha256:{(sha256 or sha256_file(path))[:12]}"
 
 
-def fid_label(extractor: str, n_samples: int, n_reference: int, what: str = "samples") -> str:
-    """e.g. 'FID (digits-classifier, 1000 samples vs 1000 train)'."""
-    return f"FID ({extractor}, {n_samples} {what} vs {n_reference} train)"
+def fid_label(extractor: str, n_samples: int, n_reference: int, what: str = "samples", split: str = "train") -> str:
+    """e.g. 'FID (digits-classifier, 1000 samples vs 1000 train)'; `split`: the reference's (train or val)."""
+    return f"FID ({extractor}, {n_samples} {what} vs {n_reference} {split})"
 
 
 def is_label(extractor: str, n_samples: int, splits: int, what: str = "samples") -> str:
@@ -81,19 +81,22 @@ def is_label(extractor: str, n_samples: int, splits: int, what: str = "samples")
 
 
 def reference_statistics(
-    extractor, data_path: str | Path, n: int, seed: int, out_path: str | Path, name: str, levels: int
+    extractor, data_path: str | Path, n: int, seed: int, out_path: str | Path, name: str, levels: int,
+    split: str = "train",
 ) -> dict:
-    """Features of `n` training images (a seeded subset) -> mean and covariance saved to `out_path`.
-    `extractor` comes from `load_extractor`; `name` is the label it gets in metric labels."""
+    """Features of `n` images of a split (a seeded subset; n = 0: every image) -> mean and covariance saved
+    to `out_path`. `extractor` comes from `load_extractor`; `name` is the label it gets in metric labels,
+    `split` ("train" or "val") the one FID labels name."""
     from aiqn.data import load_split
 
     images, _ = load_split(data_path)
     if n > len(images):
         raise ValueError(f"{data_path} has {len(images)} images, fewer than n_reference={n}; lower it in params.yaml")
+    n = n or len(images)
     index = np.sort(np.random.default_rng(seed).choice(len(images), size=n, replace=False))
     features, _ = extractor(images[index], levels)
     mu, sigma = gaussian_statistics(features)
-    meta = {"n": n, "seed": seed, "extractor": name, "data": file_record(data_path),
+    meta = {"n": n, "seed": seed, "extractor": name, "split": split, "data": file_record(data_path),
             "extractor_checkpoint": {"path": str(extractor.path), "sha256": extractor.sha256}}
     save_statistics(out_path, mu, sigma, **meta)
     return meta
@@ -117,7 +120,17 @@ def _score_features(features, probs, reference_path, splits, name, n, what, extr
                          "rerun the reference_stats rule")
     n_ref = int(ref_meta["n"])
     return [{"metric": "FID", "value": frechet_distance(mu, sigma, mu_ref, sigma_ref),
-             "label": fid_label(name, n, n_ref, what)}, is_entry(probs, splits, name, what)]
+             "label": fid_label(name, n, n_ref, what, ref_meta.get("split", "train"))}, is_entry(probs, splits, name, what)]
+
+
+def validation_fid_entry(features: np.ndarray, validation_path: str | Path, name: str) -> dict:
+    """'FID vs val' of sample features against the validation split's statistics (reference_statistics of
+    val.npz): what Table 1's 'chosen on validation' rows pick a checkpoint by. Every checkpoint of a model
+    is scored on the same number of samples, so the N-dependent bias does not change the choice."""
+    mu, sigma = gaussian_statistics(features)
+    mu_val, sigma_val, meta = load_statistics(validation_path)
+    return {"metric": "FID vs val", "value": frechet_distance(mu, sigma, mu_val, sigma_val),
+            "label": fid_label(name, len(features), int(meta["n"]), "samples", "val")}
 
 
 def is_entry(probs: np.ndarray, splits: int, name: str, what: str = "samples") -> dict:
@@ -257,11 +270,15 @@ def comparison_metrics(features: np.ndarray | None, distances: tuple[np.ndarray,
 
 def score_against_references(images: np.ndarray, extractor, reference_path: str | Path, splits: int, name: str,
                              levels: int, sets: ReferenceSets, train_images: np.ndarray,
-                             comparison: Comparison, bootstrap: bool = True) -> list[dict]:
-    """A model's samples: `score_images` (FID, with its bootstrap interval when `bootstrap`, IS),
-    then the N-vs-N metrics and the memorisation check against `train_images` (uint8)."""
+                             comparison: Comparison, bootstrap: bool = True,
+                             validation_path: str | Path | None = None) -> list[dict]:
+    """A model's samples: `score_images` (FID, with its bootstrap interval when `bootstrap`, IS), FID vs
+    the validation statistics (`validation_path`, where given), then the N-vs-N metrics and the
+    memorisation check against `train_images` (uint8)."""
     features, probs = extractor(images, levels)
     metrics = _score_features(features, probs, reference_path, splits, name, len(images), "samples", extractor)
+    if validation_path is not None:
+        metrics.append(validation_fid_entry(features, validation_path, name))
     if bootstrap and comparison.bootstrap:
         mu_ref, sigma_ref, _ = load_statistics(reference_path)
         low, high = bootstrap_fid(features, mu_ref, sigma_ref, comparison.bootstrap, comparison.seed)

@@ -39,7 +39,8 @@ def cmd_prepare(args) -> None:
     import aiqn.data  # noqa: F401  (registers datasets)
     from aiqn.data.prepare import prepare_dataset
 
-    meta = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, json.loads(args.options))
+    meta = prepare_dataset(args.dataset, args.raw_dir, args.out_dir, json.loads(args.options),
+                           json.loads(args.validation) if args.validation else None)
     for split, info in meta["splits"].items():
         log.info("%s/%s: %d images -> %s (sha256 %s)", args.dataset, split, info["n"], info["path"], info["sha256"])
 
@@ -91,7 +92,8 @@ def cmd_reference_stats(args) -> None:
     from aiqn.metrics.scoring import reference_statistics
 
     extractor, name = extractor_for(args)
-    meta = reference_statistics(extractor, args.data, args.n, args.seed, args.out, name, _levels(args.dataset))
+    meta = reference_statistics(extractor, args.data, args.n, args.seed, args.out, name, _levels(args.dataset),
+                                args.split)
     log.info("reference statistics of %d images written to %s", meta["n"], args.out)
 
 
@@ -127,7 +129,8 @@ def cmd_evaluate(args) -> None:
     sets = load_reference_sets(args.features, comparison, extractor)
     train_images, _ = load_split(args.train)
     metrics = score_against_references(images, extractor, args.reference, args.splits, name, _levels(args.dataset),
-                                       sets, train_images, comparison, bootstrap=args.final)
+                                       sets, train_images, comparison, bootstrap=args.final,
+                                       validation_path=args.validation_reference)
     ckpt = load_checkpoint(args.checkpoint)
     hook = LIKELIHOOD_METRICS.get(checkpoint_kind(ckpt))  # a method's likelihood of the test split, if it has one
     if hook is not None:
@@ -146,6 +149,9 @@ def cmd_evaluate(args) -> None:
                   reference_meta=load_statistics(args.reference)[2], dataset_meta=args.dataset_meta,
                   rule=args.rule, wildcards=wildcards(args.wildcards), device=resolve_device(args.device),
                   comparison=_comparison_record(args, comparison))}
+    if args.validation_reference:
+        record["provenance"]["validation_reference"] = {**file_record(args.validation_reference),
+                                                        "n": load_statistics(args.validation_reference)[2]["n"]}
     write_json(args.out, record)
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
@@ -300,11 +306,13 @@ def extractor_arguments(p) -> None:
 
 def add_verbs(verb: Declare) -> None:
     """Declare the shared verbs."""
-    p = verb("prepare", cmd_prepare, "prepare a registered dataset into train/test .npz")
+    p = verb("prepare", cmd_prepare, "prepare a registered dataset into train/val/test .npz")
     p.add_argument("--dataset", required=True)
     p.add_argument("--raw-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--options", default="{}", help="JSON: the dataset's section of params.yaml")
+    p.add_argument("--validation", default=None,
+                   help='JSON {"fraction", "seed"} (params: validation): carve val.npz from the train split')
 
     p = verb("train-classifier", cmd_train_classifier, "train the domain classifier used as feature extractor")
     p.add_argument("--dataset", required=True)
@@ -326,11 +334,12 @@ def add_verbs(verb: Declare) -> None:
         p.add_argument("--batch-size", type=int, default=500, help="images per feature-extraction batch")
         p.add_argument("--device", default="cpu")
 
-    p = verb("reference-stats", cmd_reference_stats, "feature statistics of N real training images")
+    p = verb("reference-stats", cmd_reference_stats, "feature statistics of N real training (or validation) images")
     extractor_arguments(p)
     p.add_argument("--dataset", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--n", type=int, required=True, help="images (a seeded subset); 0: every image of --data")
+    p.add_argument("--split", choices=["train", "val"], default="train", help="the split --data holds, as labels name it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -359,6 +368,9 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--wildcards", default="", help="the rule's wildcards, name=value,...")
     p.add_argument("--splits", type=int, default=10)
     p.add_argument("--final", action="store_true", help="this is the run's last checkpoint (Table 1)")
+    p.add_argument("--validation-reference", default=None,
+                   help="the validation split's statistics (validation_stats): adds 'FID vs val', which Table 1's "
+                        "'chosen on validation' rows pick a checkpoint by")
     p.add_argument("--rule", default="evaluate", help="the calling rule, for the provenance record")
     p.add_argument("--importance-samples", type=int, default=1,
                    help="likelihood bounds (CQF): K posterior samples (1: the ELBO, >1: importance-weighted)")
