@@ -196,14 +196,9 @@ RULES = textwrap.dedent('''
 
     rule evaluate_independent:
         input:
+            unpack(lambda w: scoring_inputs(w.dataset)),
             samples="results/independent/{dataset}/samples.npz",
             checkpoint=lambda w: independent_checkpoint(w.dataset),
-            extractor=lambda w: extractor_path(w.dataset),
-            reference=lambda w: reference_path(w.dataset),
-            features=lambda w: features_path(w.dataset),
-            train=rules.prepare_data.output.train,
-            test=rules.prepare_data.output.test,
-            dataset_meta=rules.prepare_data.output.meta,
         output:
             "results/independent/{dataset}/metrics/independent.json",
         shell:

@@ -64,11 +64,11 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
     assert aiqn_fid.noise == "2 seeds" and len(eval(aiqn_fid.ours_a_per_seed)) == 2
     for claim in ("cqf-fid", "cqf-bpd", "agave-bpd", "aiqn-vae-fid"):  # the methods' rows: over seeds too
         assert (claims[claims.claim == claim].noise == "2 seeds").all(), claim
-    for table in ("aiqn_vae", "cqf_table1", "agave_table1"):
-        rows = pd.read_csv(ci_run / f"reports/tables/{table}.csv")
+    for name in ("aiqn_vae", "cqf_table1", "agave_table1"):
+        rows = pd.read_csv(ci_run / f"reports/tables/{name}.csv")
         ours_rows = rows[(rows.source == "ours") & ~rows.model.str.startswith("real data")]
         per_row_seeds = ours_rows.groupby(["model", "label"]).seed.apply(sorted)
-        assert len(per_row_seeds) and all(seeds == [0, 1] for seeds in per_row_seeds), table
+        assert len(per_row_seeds) and all(seeds == [0, 1] for seeds in per_row_seeds), name
     main_fid = digits[digits.metric == "FID"]
     assert (main_fid.low < main_fid.high).all() and "real data (test split)" not in set(main_fid.model)
     colour = ours[ours.dataset == "photos32"]  # the 32x32x3, 256-level path of both models
@@ -196,7 +196,7 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
     "args,expected",
     [
         (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "table1"),
-        (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, FID vs test, FID vs train, IS, KID vs test"),
+        (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, FID vs test, FID vs train, FID vs val, IS, KID vs test"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32)"),
         (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),
         (("provenance", "table1", "--row", "PixelIQN", "--metric", "FID"), "give --dataset"),

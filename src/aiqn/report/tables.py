@@ -237,7 +237,7 @@ def over_seeds(table: pd.DataFrame) -> pd.DataFrame:
             mean, low, high = t_interval(group["value"])
             first.update(value=mean, low=low, high=high, std=float(group["value"].std(ddof=1)), seed=pd.NA,
                          metrics_file=";".join(group["metrics_file"].astype(str)))
-            if group["step"].nunique() > 1:  # a checkpoint chosen per seed: each seed's step, in seed order
+            if "step" in group and group["step"].nunique() > 1:  # a checkpoint chosen per seed: each seed's step, in seed order
                 first.update(step=pd.NA, steps="/".join(str(s) for s in group["step"]))
         rows.append(first)
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*table.columns, "std", "low", "high", "seeds", "steps"])))
