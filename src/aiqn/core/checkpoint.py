@@ -1,9 +1,15 @@
 """Checkpoints: names, RNG states, the one atomic writer (every checkpoint carries its `kind`),
-finding the newest resumable one, loading, and cutting the log back to a resumed step."""
+finding the newest resumable one, loading, and cutting the log back to a resumed step.
+
+Checkpoints travel through shared DVC remotes, so they are only ever read with
+`torch.load(weights_only=True)`: tensors, numbers, strings, lists, tuples and dicts, never code. What
+they hold is kept to those types (NumPy's RNG state is stored as a tensor). A checkpoint written
+before that (NumPy arrays pickled in) is refused with the command that converts it once."""
 
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -39,26 +45,73 @@ def rng_state(generator: torch.Generator) -> dict:
     """Every RNG a training run draws from (torch, numpy, python, its data generator), for a checkpoint."""
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state_as_tensor(np.random.get_state()),
         "python": random.getstate(),
         "data": generator.get_state(),
     }
 
 
+def _numpy_state_as_tensor(state: tuple) -> tuple:
+    """NumPy's legacy RNG state with its key array (624 uint32) as an int64 tensor: loadable with weights_only."""
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached))
+
+
 def restore_rng(state: dict, generator: torch.Generator) -> None:
     """Put back the RNG states `rng_state` saved (exact resume)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     generator.set_state(state["data"])
 
 
+# Classes a checkpoint may name besides torch's default allowlist: torch's version string (a str subclass
+# that checkpoints before 2026-12-03 stored as it is; today's store a plain str).
+SAFE_GLOBALS = [torch.torch_version.TorchVersion]
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint that `torch.load(weights_only=True)` refuses: it pickles something besides data."""
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
-    """Read a checkpoint file (a dict; see `save_checkpoint`), with a clear error when it is missing."""
+    """Read a checkpoint file (a dict; see `save_checkpoint`) with weights_only=True, so a tampered file
+    cannot run code; a clear error when it is missing or holds more than data."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; it is written by the method's train rule.")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        reason = (lines or str(exc).strip().splitlines())[0].split(" was not an allowed global")[0]
+        raise UnsafeCheckpoint(
+            f"{path} holds more than tensors and plain data, so it is not loaded (weights_only=True: {reason}). "
+            "A checkpoint written by this pipeline before 2026-12-03 pickles NumPy's RNG state; if you made it "
+            f"yourself and trust it, convert it once with: python -m aiqn upgrade-checkpoint {path}. A file "
+            "pulled from elsewhere may be tampered with: delete it and let its train rule write it again."
+        ) from exc
+
+
+def upgrade_checkpoint(path: str | Path) -> bool:
+    """Rewrite a checkpoint of this pipeline's older format (NumPy RNG state pickled as arrays) so that it
+    loads with weights_only=True. It unpickles the file fully, so only run it on a file you trust.
+    Returns False when the file already loads safely (it is left as it is)."""
+    path = Path(path)
+    try:
+        load_checkpoint(path)
+        return False
+    except UnsafeCheckpoint:
+        pass
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # the caller vouched for this file
+    if "rng" in ckpt and not torch.is_tensor(ckpt["rng"]["numpy"][1]):
+        ckpt["rng"] = {**ckpt["rng"], "numpy": _numpy_state_as_tensor(ckpt["rng"]["numpy"])}
+    ckpt["torch_version"] = str(ckpt.get("torch_version", ""))
+    torch_save_atomic(ckpt, path)
+    load_checkpoint(path)  # raises if anything else still needs code
+    return True
 
 
 def latest_checkpoint(run_dir: Path, digest: str) -> Path | None:
@@ -66,7 +119,7 @@ def latest_checkpoint(run_dir: Path, digest: str) -> Path | None:
     Checkpoints of other configs are renamed to `*.stale` so they are never mixed in."""
     found = None
     for path in sorted(Path(run_dir).glob("ckpt_*.pt")):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(path)
         if ckpt.get("digest") == digest:
             found = path
         else:
@@ -81,7 +134,7 @@ def save_checkpoint(path: Path, kind: str, step: int, model_config, train_config
     and `states` (state dicts, None for parts the run lacks, and any other record)."""
     torch_save_atomic({"kind": kind, "step": step, "config": asdict(model_config),
                        "train_config": asdict(train_config), "digest": digest, **states,
-                       "rng": rng_state(generator), "torch_version": torch.__version__}, path)
+                       "rng": rng_state(generator), "torch_version": str(torch.__version__)}, path)
 
 
 def truncate_log(log_path: Path, step: int, header: str) -> None:

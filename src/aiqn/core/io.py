@@ -47,8 +47,15 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` through a temporary file and an atomic rename."""
-    atomic_write_bytes(path, lambda tmp: torch.save(obj, tmp))
+    """`torch.save` through a temporary file and an atomic rename. It writes through an open handle: given
+    a file name, torch stores that (random, temporary) name as the zip archive's root folder, so equal
+    objects gave different bytes; through a handle the folder is torch's fixed 'archive'."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    atomic_write_bytes(path, write)
 
 
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:

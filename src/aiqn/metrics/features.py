@@ -198,7 +198,9 @@ def save_classifier(path: str | Path, model: DomainClassifier, config: Classifie
 
 def load_classifier(path: str | Path) -> tuple[DomainClassifier, ClassifierConfig, dict]:
     """Load (model in eval mode, config, report) written by `save_classifier`."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    from aiqn.core.checkpoint import load_checkpoint  # weights_only=True, with the error that names the file
+
+    payload = load_checkpoint(path)
     config = ClassifierConfig(**payload["config"])
     model = build_classifier(config)
     model.load_state_dict(payload["state_dict"])

@@ -284,6 +284,13 @@ def cmd_provenance(args) -> None:
     print(json.dumps(cell, indent=2, sort_keys=True) if args.json else explain(cell))
 
 
+def cmd_upgrade_checkpoint(args) -> None:
+    from aiqn.core.checkpoint import upgrade_checkpoint
+
+    for path in args.paths:
+        print(f"{path}: {'converted' if upgrade_checkpoint(path) else 'already loads with weights_only=True'}")
+
+
 def cmd_audit(args) -> None:
     from aiqn.report.provenance import audit
 
@@ -420,6 +427,10 @@ def add_verbs(verb: Declare) -> None:
                                                "a row has several (the rendered table's number)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.add_argument("--dir", default="reports/provenance")
+
+    p = verb("upgrade-checkpoint", cmd_upgrade_checkpoint,
+             "rewrite checkpoints of the older format so they load with weights_only=True (trusted files only)")
+    p.add_argument("paths", nargs="+", help="ckpt_*.pt files you wrote yourself (they are unpickled in full)")
 
     p = verb("audit", cmd_audit, "re-hash every file named by every provenance record")
     p.add_argument("--dir", default="reports/provenance")
