@@ -63,6 +63,16 @@ def check_run_config():
                              "names with '_', so dataset names use letters, digits and '-' only")
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
+    from aiqn.data import registered_names
+
+    used = set(config["run"]["datasets"])
+    for section in ("vae", "agave", "cqf", "sweep"):
+        used |= set(config.get(section, {}).get("datasets", []))
+    for name in sorted(used):
+        if name not in registered_names():
+            raise ValueError(f"params.yaml: dataset {name!r} is not registered (registered: "
+                             f"{', '.join(registered_names())}); register it in src/aiqn/data/ "
+                             "(docs/adding-a-dataset.md) or fix the name")
     for name in config["run"]["models_per_dataset"]:  # a dataset outside this run is allowed (profiles)
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which datasets does not define")

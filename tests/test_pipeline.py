@@ -3,6 +3,7 @@ prepare -> train (both models) -> sample -> evaluate -> Table 1 and figures; the
 invocation has nothing to do. Also: a params.yaml that breaks the schema names the key."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -122,6 +123,30 @@ def test_unknown_key_is_rejected_with_its_name(tmp_path):
     result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
     assert result.returncode != 0
     assert "kapa" in result.stdout + result.stderr
+
+
+def test_an_unregistered_dataset_is_refused_at_parse_time_with_the_registered_names(tmp_path):
+    repo = copy_repo(tmp_path)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["datasets"]["tinydigits"] = {"test_fraction": 0.2, "split_seed": 0}  # an entry, but no module
+    params["run"]["datasets"] = ["tinydigits"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "dataset 'tinydigits' is not registered (registered: " in out
+    assert "digits, " in out and "prepare_data" not in out  # refused before any job is planned
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("run:\n  datasets: [digits\nsampling: {n_samples: 10}\n", r"params.yaml: line \d+, column \d+: YAML syntax error"),
+    ("", "params.yaml is empty"),
+    ("- digits\n- photos32\n", "params.yaml holds a list, not a mapping"),
+])
+def test_a_params_file_snakemake_cannot_read_is_named_with_its_line(tmp_path, text, expected):
+    repo = copy_repo(tmp_path)
+    (repo / "params.yaml").write_text(text)
+    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
+    assert result.returncode != 0 and re.search(expected, result.stdout + result.stderr), result.stderr[-2000:]
 
 
 def aiqn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
