@@ -68,7 +68,7 @@ def check_run_config():
     used = set(config["run"]["datasets"])
     for section in ("vae", "agave", "cqf", "sweep"):
         used |= set(config.get(section, {}).get("datasets", []))
-    for name in sorted(used):
+    for name in sorted(used & set(config["datasets"])):  # a list naming no datasets entry: check_method_datasets
         if name not in registered_names():
             raise ValueError(f"params.yaml: dataset {name!r} is not registered (registered: "
                              f"{', '.join(registered_names())}); register it in src/aiqn/data/ "
