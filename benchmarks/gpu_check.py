@@ -214,17 +214,17 @@ def run_and_kill(command: list[str], log_path: Path, checkpoint: Path, poll_s: f
 
 
 def log_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """train_log.csv's header and rows without the `seconds` column (wall times differ between runs)."""
+    """train_log.csv's header and rows (its wall times are apart, in train_times.runinfo.csv)."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
-    return [rows[0][i] for i in keep], [[row[i] for i in keep] for row in rows[1:]]
+    return rows[0], rows[1:]
 
 
 def log_rate(path: Path, from_step: int) -> float | None:
     """Steps per second of the invocation that trained from `from_step` (0: a fresh start) to the end:
-    its steps over `seconds` at the log's last row (`seconds` counts from the start of that
-    invocation's loop; a resumed run's log keeps the earlier invocation's rows up to `from_step`)."""
+    its steps over `seconds` at the last row of the run's train_times.runinfo.csv (`path`; `seconds`
+    counts from the start of that invocation's loop; a resumed run's file keeps the earlier
+    invocation's rows up to `from_step`)."""
     with open(path, newline="") as handle:
         last = list(csv.DictReader(handle))[-1]
     seconds = float(last["seconds"])
@@ -315,8 +315,8 @@ def resume_check(args, device: str, work: Path, out: Path) -> dict:
     finished = run_a["returncode"] == 0 and resumed["returncode"] == 0 and (out_a / final).exists() and (
         out_b / final).exists()
     if finished:
-        run_a["steps_per_s"] = log_rate(dir_a / "state" / "train_log.csv", 0)
-        resumed["steps_per_s"] = log_rate(dir_b / "state" / "train_log.csv", resumed["resumed_from_step"] or 0)
+        run_a["steps_per_s"] = log_rate(dir_a / "state" / "train_times.runinfo.csv", 0)
+        resumed["steps_per_s"] = log_rate(dir_b / "state" / "train_times.runinfo.csv", resumed["resumed_from_step"] or 0)
         result["final"] = compare_checkpoints(out_a / final, out_b / final)
         # every checkpoint both runs kept: one written before the kill that differs points at nondeterminism,
         # not at resuming

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from repo_copy import copy_repo  # noqa: E402
 
+from aiqn.core.runinfo import read_runinfo  # noqa: E402
+
 
 def run_sweep(root: Path, eta: int, n_configs: int, models: list[str], cores: int) -> tuple[float, dict]:
     """Run the sweeps of `models` on digits with this eta; return (wall seconds, selected.json per model)."""
@@ -42,7 +44,11 @@ def run_sweep(root: Path, eta: int, n_configs: int, models: list[str], cores: in
     if result.returncode != 0:
         raise SystemExit(f"snakemake failed in {repo}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     wall = time.time() - began
-    return wall, {m: json.loads((repo / f"results/sweeps/digits/{m}/selected.json").read_text()) for m in models}
+    chosen = {}
+    for m in models:  # the trial seconds are run facts, beside selected.json (aiqn.core.runinfo)
+        path = repo / f"results/sweeps/digits/{m}/selected.json"
+        chosen[m] = {**json.loads(path.read_text()), **read_runinfo(path)}
+    return wall, chosen
 
 
 def exhaustive_rank(exhaustive: dict, trial: str) -> int:

@@ -1,13 +1,14 @@
 """Checkpoints that travel through DVC remotes (issue 17): every loader reads with weights_only=True
 and refuses a file whose pickle would run code, a checkpoint of the older format is refused with
-the command that converts it and resumes exactly once converted, and identical trainings write
-byte-identical checkpoints."""
+the command that converts it and resumes exactly once converted, and identical trainings and
+samplings write byte-identical files."""
 
 from __future__ import annotations
 
 import builtins
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from aiqn.cli import main
 from aiqn.core.checkpoint import UnsafeCheckpoint, latest_checkpoint, load_checkpoint, restore_rng, upgrade_checkpoint
+from aiqn.core.runinfo import TRAIN_TIMES, is_runinfo, read_runinfo
 from aiqn.metrics.features import load_classifier
 from aiqn.nets import model_from_checkpoint
 
@@ -84,17 +86,32 @@ def test_an_older_checkpoint_is_refused_with_the_fix_and_resumes_exactly_once_co
 
 
 def _digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` but the run facts (*.runinfo.*: host, wall seconds)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "train_log.csv"}
+            for p in sorted(root.rglob("*")) if p.is_file() and not is_runinfo(p)}
 
 
-def test_identical_trainings_write_identical_bytes(digits_dir, tmp_path):
-    """Checkpoints and configs byte for byte (torch.save through a handle: no temporary name in the zip);
-    train_log.csv's loss and lr cells alike, its `seconds` cell is wall time and may differ."""
-    a, b = _train(digits_dir, tmp_path / "a"), _train(digits_dir, tmp_path / "b")
-    first, second = _digests(a), _digests(b)
-    assert {"run/ckpt_0000004.pt", "state/ckpt_0000002.pt", "run/config.json"} <= set(first)
+def test_identical_trainings_write_identical_bytes(digits_dir, tmp_path, monkeypatch):
+    """Train and sample the same tiny model in two folders: every file is the same bytes (checkpoints:
+    torch.save through a handle, no temporary name in the zip; samples: no write time in the .npz;
+    train_log.csv and the JSON records: no wall seconds or host, which are in the run facts). Paths
+    are relative to each folder, as Snakemake gives them relative to the repository."""
+    for root in (tmp_path / "a", tmp_path / "b"):
+        (root / "data").mkdir(parents=True)
+        shutil.copy(digits_dir / "train.npz", root / "data" / "train.npz")
+        monkeypatch.chdir(root)
+        main(["train", "--dataset", "digits", "--data", "data/train.npz", "--model-config", TINY,
+              "--train-config", TRAIN, "--state-dir", "state", "--out-dir", "run", "--device", "cpu",
+              "--no-progress"])
+        main(["sample", "--checkpoint", "run/ckpt_0000004.pt", "--n", "6", "--batch-size", "3",
+              "--seed", "1", "--out", "samples.npz", "--device", "cpu", "--no-progress"])
+    first, second = _digests(tmp_path / "a"), _digests(tmp_path / "b")
+    assert {"run/ckpt_0000004.pt", "state/ckpt_0000002.pt", "run/config.json", "run/train_log.csv",
+            "samples.npz", "samples.npz.json"} <= set(first)
     differing = [name for name in first if first[name] != second.get(name)]
     assert set(first) == set(second) and not differing, f"files whose bytes differ: {differing}"
-    logs = [pd.read_csv(root / "run" / "train_log.csv").drop(columns="seconds") for root in (a, b)]
-    pd.testing.assert_frame_equal(*logs)
+    # the run facts exist, apart: the log's wall seconds per step and the samples' host
+    times = pd.read_csv(tmp_path / "a" / "run" / TRAIN_TIMES)
+    assert list(times.columns) == ["step", "seconds"] and list(times.step) == [1, 2, 3, 4]
+    assert "host" in read_runinfo(tmp_path / "a" / "samples.npz")
+    assert "host" not in json.loads((tmp_path / "a" / "samples.npz.json").read_text())["environment"]

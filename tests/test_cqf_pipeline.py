@@ -92,7 +92,8 @@ def test_train_cqf_publishes_hard_links_of_its_state_and_a_record(run):
         assert (record["parameters"]["flow"] > 0) == (variant == "cqf")
         assert (record["parameters"]["discriminator"] > 0) == (variant != "vae")
         assert record["checkpoint"]["path"] == f"results/cqf/digits/{variant}/{CKPT}"
-        assert {"packages", "host"} <= set(record["environment"])
+        assert {"packages", "python"} <= set(record["environment"]) and "host" not in record["environment"]
+        assert "host" in read_json(out / "train.json.runinfo.json")  # where it ran: in the run facts
 
 
 def test_samples_are_uint8_levels_with_a_record(run):

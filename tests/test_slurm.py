@@ -41,10 +41,10 @@ if not any(target.startswith("results/sweeps/") for target in SLURM_TARGETS):
 SLURM_ARGS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
               "--slurm-no-account"]
 
-# Fields that legitimately differ between two runs of the same job: timings, hosts, PIDs; and
-# file digests, because a checkpoint's bytes differ from run to run (torch.save names the zip's
-# entries after the temporary file of the atomic write, and adds a random serialization id; the
-# classifier's checkpoint holds its training seconds). The files themselves are compared instead.
+# Fields that legitimately differ between two runs of the same job: timings, hosts, PIDs (most now
+# live in *.runinfo.* sidecars, which are not compared); and file digests, left out so that a
+# difference is reported at the field or tensor that differs rather than as a hash of the file
+# (identical runs write identical bytes since 2026-12-03: tests/test_checkpoint_safety.py).
 VOLATILE_KEY = re.compile(r"(^|_)(host|hostname|node|nodename|time|timestamp|date|created|started|finished|"
                           r"seconds|elapsed|duration|wall|pid|slurm\w*|sha256)(_|$)", re.IGNORECASE)
 

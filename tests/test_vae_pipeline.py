@@ -82,7 +82,8 @@ def test_train_vae_publishes_hard_links_of_its_state_and_a_record(run):
         model = record["config"]["model"]
         assert (model["fixed_posterior_variance"], model["kl_weight"]) == ((0.1, 0.5) if aiqn else (None, 1.0))
         assert record["checkpoint"]["path"] == f"results/vae/digits/{variant}/ckpt_0000012.pt"
-        assert {"packages", "host"} <= set(record["environment"])
+        assert {"packages", "python"} <= set(record["environment"]) and "host" not in record["environment"]
+        assert "host" in read_json(out / "train.json.runinfo.json")  # where it ran: in the run facts
 
 
 def test_each_row_is_sampled_from_its_own_latents(run):

@@ -1,4 +1,7 @@
-"""What ran a stage: Python, package versions, host and device (part of every provenance record)."""
+"""What software ran a stage: Python, package versions and device (part of every provenance record).
+
+The host and the platform differ between machines that run the same inputs, so they are kept out of
+the hashed outputs, in the run-facts sidecars of `aiqn.core.runinfo`."""
 
 from __future__ import annotations
 
@@ -9,12 +12,11 @@ PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "snakemake", "d
 
 
 def environment(device: str = "cpu") -> dict:
-    """Python, package versions, host and device of this process."""
+    """Python, package versions and device of this process."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": platform.python_version(), "packages": versions, "host": platform.node(),
-            "platform": platform.platform(), "device": device}
+    return {"python": platform.python_version(), "packages": versions, "device": device}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,21 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, write)
 
 
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: an .npz's entries carry no write time
+
+
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """`np.savez_compressed` through a temporary file and an atomic rename."""
+    """What `np.savez_compressed` writes (np.load reads it), through a temporary file and an atomic
+    rename, with every entry dated ZIP_TIME: numpy dates each entry with the time of writing, so
+    equal arrays gave different bytes."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(entry, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
     atomic_write_bytes(path, write)
 

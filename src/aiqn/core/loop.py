@@ -6,7 +6,7 @@ one update) and its configs; `fit` owns everything else:
   random draw of the method's step comes from);
 - resuming from the newest matching checkpoint (states, RNGs, the log cut back to its step);
 - the learning rate of every step (`train_config.lr_at`), Polyak averaging (EMA) after every step;
-- `train_log.csv`, buffered (`LossLog`), a tqdm bar and a progress line in the rule's log;
+- `train_log.csv` and its wall times (`train_times.runinfo.csv`), buffered (`LossLog`), a tqdm bar and a progress line in the rule's log;
 - atomic checkpoints at `checkpoint_steps` with the method's `kind`;
 - data-parallel runs (`dist`): the resume point is rank 0's, only rank 0 writes, every rank
   flushes the log at the same steps (it all-reduces) and waits at each checkpoint.
@@ -30,7 +30,8 @@ from aiqn.core.checkpoint import (checkpoint_name, latest_checkpoint, load_check
                                   set_seed, truncate_log)
 from aiqn.core.config import TrainBase, config_digest
 from aiqn.core.distributed import DistInfo, barrier, broadcast_object, is_main
-from aiqn.core.loss_log import LossLog, log_header
+from aiqn.core.loss_log import TIMES_HEADER, LossLog, log_header
+from aiqn.core.runinfo import TRAIN_TIMES
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def fit(run: Run, build: Callable[[torch.Generator], Trainer], device: str = "cp
     generator = torch.Generator().manual_seed(tcfg.seed)
     trainer = build(generator)
     header = log_header(trainer.columns, trainer.with_lr)
-    log_path = run_dir / "train_log.csv"
+    log_path, times_path = run_dir / "train_log.csv", run_dir / TRAIN_TIMES
     start, ckpt = 0, None
     resume_from = broadcast_object(latest_checkpoint(run_dir, digest) if main else None, dist)
     if resume_from is not None:
@@ -164,8 +165,10 @@ def fit(run: Run, build: Callable[[torch.Generator], Trainer], device: str = "cp
         if main:
             log.info("resuming from %s (step %d)", resume_from, start)
             truncate_log(log_path, start, header)
+            truncate_log(times_path, start, TIMES_HEADER)
     elif main:
         log_path.write_text(header)
+        times_path.write_text(TIMES_HEADER)
     trainer.begin(ckpt)
 
     end = tcfg.steps if stop_after is None else min(stop_after, tcfg.steps)
@@ -175,7 +178,7 @@ def fit(run: Run, build: Callable[[torch.Generator], Trainer], device: str = "cp
     began = time.time()
     bar = tqdm(range(start, end), initial=start, total=tcfg.steps, desc=trainer.desc,
                disable=not progress or not main, mininterval=2.0)
-    losses = LossLog(log_path if main else None, trainer.flags(), trainer.with_lr, dist, trainer.what)
+    losses = LossLog(log_path if main else None, trainer.flags(), trainer.with_lr, dist, trainer.what, times_path)
     try:
         for step in bar:
             lr = tcfg.lr_at(step)

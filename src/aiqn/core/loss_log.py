@@ -1,4 +1,6 @@
-"""`train_log.csv`: one row per step, buffered as device tensors and written in groups."""
+"""`train_log.csv`: one row per step, buffered as device tensors and written in groups; the wall
+seconds of each step go to the run-facts file `train_times.runinfo.csv` beside it (`aiqn.core.runinfo`),
+so the log's bytes depend only on the run's inputs."""
 
 from __future__ import annotations
 
@@ -17,13 +19,17 @@ class NonFiniteLoss(FloatingPointError):
     buffered losses are written, so at the latest before the next checkpoint is saved)."""
 
 
+TIMES_HEADER = "step,seconds\n"
+
+
 def log_header(columns: Sequence[str], with_lr: bool) -> str:
-    """`step,<columns>,[lr,]seconds` and a newline."""
-    return ",".join(["step", *columns, *(["lr"] if with_lr else []), "seconds"]) + "\n"
+    """`step,<columns>[,lr]` and a newline."""
+    return ",".join(["step", *columns, *(["lr"] if with_lr else [])]) + "\n"
 
 
 class LossLog:
-    """Rows `step, <one cell per loss>, [lr,] seconds` of train_log.csv, buffered as device tensors.
+    """Rows `step, <one cell per loss>[, lr]` of train_log.csv, buffered as device tensors, and rows
+    `step, seconds` of `times` (train_times.runinfo.csv).
 
     `flush` reads the buffered losses in one transfer (one device sync instead of one per step),
     averages them over ranks in one all-reduce (every rank must flush at the same steps), and
@@ -34,10 +40,11 @@ class LossLog:
     """
 
     def __init__(self, path: Path | None, present: Sequence[bool], with_lr: bool, dist: DistInfo | None = None,
-                 what: str = "the training loss is"):
+                 what: str = "the training loss is", times: Path | None = None):
         self.present, self.with_lr, self.dist, self.what = list(present), with_lr, dist, what
         self.file = open(path, "a", newline="") if path is not None else None
         self.writer = csv.writer(self.file) if self.file is not None else None
+        self.times = open(times, "a", newline="") if path is not None and times is not None else None
         self.pending: list[tuple[int, torch.Tensor, float | None, float]] = []
 
     def add(self, step: int, losses: torch.Tensor, seconds: float, lr: float | None = None) -> None:
@@ -52,8 +59,12 @@ class LossLog:
         if self.writer is not None:
             for (step, _, lr, seconds), row in zip(self.pending, values):
                 cells = [f"{v:.6f}" if keep else "" for v, keep in zip(row, self.present)]
-                self.writer.writerow([step, *cells, *([f"{lr:.3g}"] if self.with_lr else []), f"{seconds:.2f}"])
+                self.writer.writerow([step, *cells, *([f"{lr:.3g}"] if self.with_lr else [])])
+                if self.times is not None:
+                    self.times.write(f"{step},{seconds:.2f}\n")
             self.file.flush()
+            if self.times is not None:
+                self.times.flush()
         bad = next(((row[0], v) for row, v in zip(self.pending, values)
                     if not all(math.isfinite(x) for x, keep in zip(v, self.present) if keep)), None)
         self.pending = []
@@ -64,5 +75,6 @@ class LossLog:
 
     def close(self) -> None:
         """Close the file (rows not flushed are dropped)."""
-        if self.file is not None:
-            self.file.close()
+        for handle in (self.file, self.times):
+            if handle is not None:
+                handle.close()

@@ -14,17 +14,19 @@ import numpy as np
 
 from aiqn.core.environment import environment
 from aiqn.core.io import file_record, read_json, save_npz_atomic, write_json
+from aiqn.core.runinfo import TRAIN_TIMES, write_runinfo
 
 log = logging.getLogger("aiqn")
 
 
 def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
     """Hard-link (or copy) finished checkpoints and the log from the resumable state folder into
-    the rule's declared output folder. The state folder is never a declared output, so Snakemake's
+    the rule's declared output folder (with the log's wall times, when there are any). The state folder is never a declared output, so Snakemake's
     clean-up of a failed job cannot delete what a resumed run needs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = list(checkpoints.values()) + [Path(state_dir) / "train_log.csv", Path(state_dir) / "config.json"]
+    sources += [path for path in [Path(state_dir) / TRAIN_TIMES] if path.exists()]
     for source in sources:
         target = out / source.name
         if target.exists():
@@ -36,10 +38,10 @@ def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
 
 
 def publish_final(args, final: Path, step: int, model_config, train_config, began: float, device: str,
-                  **extra) -> None:
+                  runinfo: dict | None = None, **extra) -> None:
     """Publish the final checkpoint of a run (`publish`) and write `train.json` beside it: the
-    checkpoint, log and data hashes, both configs (dataclasses), seed, time, device and
-    environment, plus `extra` fields. Used by the verbs that train the sibling models (VAE,
+    checkpoint, log and data hashes, both configs (dataclasses), seed, device and environment, plus
+    `extra` fields; this invocation's wall seconds, the host and `runinfo` go to `train.json.runinfo.json`. Used by the verbs that train the sibling models (VAE,
     AGAVE, CQF); `args` has dataset, data, state_dir and out_dir."""
     publish(args.state_dir, args.out_dir, {step: final})
     out = Path(args.out_dir)
@@ -47,7 +49,8 @@ def publish_final(args, final: Path, step: int, model_config, train_config, bega
         "dataset": args.dataset, **extra, "step": step, "checkpoint": file_record(out / final.name),
         "train_log": file_record(out / "train_log.csv"), "data": file_record(args.data),
         "config": {"model": asdict(model_config), "train": asdict(train_config)}, "seed": train_config.seed,
-        "seconds_this_invocation": round(time.time() - began, 2), "device": device, "environment": environment(device)})
+        "device": device, "environment": environment(device)})
+    write_runinfo(out / "train.json", seconds_this_invocation=round(time.time() - began, 2), **(runinfo or {}))
     log.info("step %d checkpoint -> %s (%.1f s)", step, out / final.name, time.time() - began)
 
 
@@ -55,10 +58,12 @@ def write_samples(out: str, images: np.ndarray, labels: np.ndarray | None, check
                   **meta) -> None:
     """Samples `images` (n, C, H, W) uint8 and their class `labels` (n,) (None: -1, unconditional) to
     `out` (.npz), and `out.json` beside it: `meta` (n, seed, batch size, how they were drawn, ...), the
-    step, the checkpoint's and the samples' sha256, the device and the environment."""
+    step, the checkpoint's and the samples' sha256, the device and the environment; the host in
+    `out.runinfo.json`."""
     save_npz_atomic(out, images=images, labels=labels if labels is not None else np.full(len(images), -1))
     write_json(out + ".json", {**meta, "step": step, "checkpoint": file_record(checkpoint),
                                "samples": file_record(out), "device": device, "environment": environment(device)})
+    write_runinfo(out)
 
 
 def grid_record(out_json: str, dataset: str, real: str, grid_n: int, samples: dict[str, str],

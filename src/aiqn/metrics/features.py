@@ -11,7 +11,6 @@ between models scored with the same extractor, not with published Inception numb
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -160,7 +159,6 @@ def _train(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.steps))
     order = torch.randperm(n, generator=generator)
     cursor = 0
-    start_time = time.perf_counter()
     model.train()
     progress = tqdm(range(config.steps), desc="classifier", disable=not sys.stderr.isatty())
     for _ in progress:
@@ -176,7 +174,6 @@ def _train(
         optimizer.step()
         scheduler.step()
         progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    train_seconds = time.perf_counter() - start_time
 
     model.eval()
     report = {
@@ -185,7 +182,6 @@ def _train(
         "steps": int(config.steps),
         "n_train": int(n),
         "n_test": int(x_test.shape[0]),
-        "train_seconds": float(train_seconds),
     }
     return model, report
 

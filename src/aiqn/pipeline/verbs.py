@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ import numpy as np
 
 from aiqn.core.device import resolve_device
 from aiqn.core.environment import environment
+from aiqn.core.runinfo import write_runinfo
 from aiqn.core.verbs import Declare, wildcards
 
 log = logging.getLogger("aiqn")
@@ -55,11 +57,13 @@ def cmd_train_classifier(args) -> None:
     test_x, test_y = load_split(args.test)
     config = ClassifierConfig(channels=spec.channels, height=spec.height, width=spec.width, levels=spec.levels,
                               num_classes=spec.num_classes, **json.loads(args.config))
+    began = time.time()
     model, report = train_classifier(train_x, train_y, test_x, test_y, config)
     save_classifier(args.out, model, config, report)
     report = {**report, "dataset": args.dataset, "config": asdict(config), "checkpoint": file_record(args.out),
               "train_data": file_record(args.train), "test_data": file_record(args.test), "environment": environment()}
     write_json(args.report, report)
+    write_runinfo(args.report, train_seconds=round(time.time() - began, 2))
     log.info("classifier test accuracy %.4f (%d test images)", report["test_accuracy"], report["n_test"])
 
 
@@ -122,6 +126,7 @@ def cmd_evaluate(args) -> None:
     from aiqn.report.provenance import evaluation_record
     from aiqn.core.io import file_record, read_json, write_json
 
+    began = time.time()
     with np.load(args.samples) as arrays:
         images = arrays["images"]
     extractor, name = extractor_for(args)
@@ -138,7 +143,7 @@ def cmd_evaluate(args) -> None:
     sample_meta = read_json(args.samples + ".json")
     samples = {**file_record(args.samples), "n": len(images), "seed": sample_meta["seed"],
                "method": sample_meta.get("method"), "device": sample_meta.get("device"),
-               "host": sample_meta.get("environment", {}).get("host"), "meta": file_record(args.samples + ".json")}
+               "meta": file_record(args.samples + ".json")}
     checkpoint = {"path": args.checkpoint, "step": ckpt["step"], "weights": sample_meta.get("weights", "ema"),
                   "config": ckpt["config"], "train_config": ckpt["train_config"]}
     record = {"dataset": args.dataset, "model": args.model, "step": ckpt["step"],
@@ -153,6 +158,7 @@ def cmd_evaluate(args) -> None:
         record["provenance"]["validation_reference"] = {**file_record(args.validation_reference),
                                                         "n": load_statistics(args.validation_reference)[2]["n"]}
     write_json(args.out, record)
+    write_runinfo(args.out, seconds=round(time.time() - began, 2))
     log.info("%s", "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics))
 
 

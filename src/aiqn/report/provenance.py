@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from aiqn.core.environment import environment
 from aiqn.core.io import file_record, read_json, sha256_file
+from aiqn.core.runinfo import read_runinfo
 
 # What a complete record of one of our model cells holds; real-data and paper cells state what
 # does not apply to them (e.g. "checkpoint": {"not_applicable": "real data"}).
@@ -303,5 +304,6 @@ def explain(cell: dict) -> str:
     lines.append(f"  {'code':<14} git {code.get('commit')}{' (dirty tree)' if code.get('dirty') else ''}")
     env = rec["environment"]
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    lines.append(f"  {'environment':<14} Python {env['python']}, {packages}; host {env['host']}, device {env['device']}")
+    host = env.get("host") or read_runinfo(rec["metrics_file"]["path"]).get("host", "not recorded")  # host: run facts
+    lines.append(f"  {'environment':<14} Python {env['python']}, {packages}; host {host}, device {env['device']}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Sweep report: every trial of a sweep in a table (configuration, rung, metric, status, cost)
+"""Sweep report: every trial of a sweep in a table (configuration, rung, metric, status, steps)
 and a figure of the metric against the learning rate, coloured by optimizer (and against kappa
 for PixelIQN), with the chosen configuration marked."""
 
@@ -12,10 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aiqn.core.io import read_json# noqa: E402
+from aiqn.core.io import read_json  # noqa: E402
 
 COLUMNS = ["trial", "rung", "budget", "optimizer", "lr", "schedule", "kappa", "loss", "status", "metric", "value",
-           "reason", "steps_trained", "seconds", "chosen"]
+           "reason", "steps_trained", "chosen"]
 OPTIMIZER_COLOURS = {"adam": "tab:blue", "rmsprop": "tab:orange", "sgd": "tab:green"}
 
 
@@ -30,7 +30,7 @@ def sweep_table(result_paths: list[str], selected_path: str) -> pd.DataFrame:
                      "optimizer": config["optimizer"], "lr": config["lr"], "schedule": config["schedule"],
                      "kappa": config.get("kappa"), "loss": config.get("loss"), "status": record["status"],
                      "metric": record["metric"], "value": record["value"], "reason": record.get("reason"),
-                     "steps_trained": record["steps_trained"], "seconds": record.get("seconds"),
+                     "steps_trained": record["steps_trained"],
                      "chosen": record["trial"] == selected["chosen"] and record["budget"] == selected["budgets"][-1]})
     frame = pd.DataFrame(rows, columns=COLUMNS)
     lower = frame["metric"].iloc[0] != "IS" if len(frame) else True

@@ -14,7 +14,6 @@ alone defines p(x | z); y is not part of the model of x), divided by D ln 2, D =
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -118,12 +117,10 @@ def evaluate_agave(ckpt, images: np.ndarray, k: int = 150, seed: int = 0, elbo_s
     {"elbo": elbo_bits_per_dim(...), "importance": {"bpd", "k"}, "n_images", "seed", "weights"};
     `k=0` skips the importance-sampled bound."""
     model = agave_from_checkpoint(ckpt, use_ema=use_ema, device=device)
-    began = time.time()
     out = {"elbo": elbo_bits_per_dim(model, images, seed, elbo_samples, batch_size, device),
            "elbo_samples": elbo_samples, "n_images": int(len(images)), "seed": seed,
            "weights": "ema" if use_ema else "raw"}
     if k > 0:
         bpd, low, high = t_interval(importance_bits_per_image(model, images, k, seed, batch_size, k_batch, device))
         out["importance"] = {"bpd": bpd, "bpd_interval": [round(low, 6), round(high, 6)], "k": k}
-    out["seconds"] = round(time.time() - began, 2)
     return out

@@ -5,7 +5,7 @@ checkpoints `ckpt_{step:07d}.pt` at `checkpoint_steps` (configs, digest, model, 
 states); `train_agave` resumes from the newest checkpoint of the same digest exactly (tested bitwise
 on the CPU). Every random draw comes from the CPU generator `fit` seeds with `seed`: per step the
 batch indices (B,), then eps (B, d). Log `train_log.csv`: step, loss, reconstruction, auxiliary, kl,
-lr, seconds, the four losses in nats per image (divide by C*H*W*ln 2 for bits per dimension;
+lr (wall seconds apart, in train_times.runinfo.csv), the four losses in nats per image (divide by C*H*W*ln 2 for bits per dimension;
 `auxiliary` is over y's C_y*H_y*W_y dimensions). The objective is `aiqn.methods.agave.objective`,
 the bounds `.bounds`, the samples `.sampling`.
 

@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+from aiqn.core.runinfo import write_runinfo
 from aiqn.core.verbs import Declare, pairs, run_arguments, wildcards
 
 log = logging.getLogger("aiqn")
@@ -123,7 +124,7 @@ def cmd_evaluate_agave(args) -> None:
         "dataset": args.dataset, "model": args.model, "step": ckpt["step"], "final": True,
         "seed": ckpt["train_config"].get("seed"),  # the training seed (run.seeds), as the evaluate verb writes it
         "n_samples": None, "extractor": None, "metrics": metrics,
-        "evaluation": {**evaluation, "test": test, "seconds": seconds},
+        "evaluation": {**evaluation, "test": test},
         "provenance": {
             "checkpoint": {**file_record(args.checkpoint), "step": ckpt["step"], "weights": "ema",
                            **({"init": ckpt.get("init")} if ckpt.get("init") else {})},
@@ -138,6 +139,7 @@ def cmd_evaluate_agave(args) -> None:
         },
     }
     write_json(args.out, record)
+    write_runinfo(args.out, seconds=seconds)
     log.info("%s: %s (%.1f s)", args.model, "; ".join(f"{m['label']} = {m['value']:.4f}" for m in metrics), seconds)
 
 

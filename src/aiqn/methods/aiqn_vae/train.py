@@ -18,7 +18,7 @@ holding configs, config digest, model and EMA weights of both networks, optimize
 `*.stale`), exactly (tested): every random draw (batch indices, reparameterisation noise eps,
 tau) comes from one CPU generator seeded by `seed` and saved in the checkpoint, in the order
 indices (B,), eps (B, d), tau (B, d). A CSV log `train_log.csv` (step, loss, reconstruction, kl,
-quantile_loss, lr, seconds; losses in nats per image, `loss` = the VAE objective).
+quantile_loss, lr; wall seconds apart, in train_times.runinfo.csv; losses in nats per image, `loss` = the VAE objective).
 
 Sampling (`generate_vae`): z from N(0, I) (the VAE baseline: its prior), or z = AIQN(tau) with
 tau ~ U[0, 1]^d generated dimension by dimension (the AIQN-VAE); then the decoder's location

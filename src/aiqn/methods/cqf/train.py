@@ -44,7 +44,7 @@ discriminator, both optimizers and the RNG states;
 `train_cqf` resumes exactly from the newest checkpoint with the same digest (tested bitwise on
 the CPU). `train_log.csv`: step, loss (the generator objective), coverage (L_C, nats/image), bpd
 (L_C in bits/dim), kl, logdet, adversarial (L_Q, unweighted), d_loss (without the penalty),
-gradient_penalty (unweighted), seconds; cells of terms a variant does not have are empty.
+gradient_penalty (unweighted) (wall seconds apart, in train_times.runinfo.csv); cells of terms a variant does not have are empty.
 
 Sampling (`generate_cqf`) uses the EMA weights by default; bits/dim (`cqf_bits_per_dim`) too.
 

@@ -90,7 +90,7 @@ def cmd_train_cqf(args) -> None:
                             progress=not args.no_progress)
     publish_final(args, checkpoints[train_config.steps], train_config.steps, config, train_config, began, device,
                   variant=args.variant, parameters=parameter_counts(*build_cqf(config, args.variant)),
-                  cpu_seconds_this_invocation=round(time.process_time() - cpu, 2))
+                  runinfo={"cpu_seconds_this_invocation": round(time.process_time() - cpu, 2)})
 
 
 def cmd_sample_cqf(args) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,8 @@ def run_trial(
     n_samples: int, sample_batch: int, sample_seed: int, score, metric: str,
 ) -> dict:
     """Train `row` to budgets[rung], sample, score with `score(images) -> metrics list`; return
-    the trial's result record (status ok / diverged / failed, the metric value, the cost)."""
+    the trial's result record (status ok / diverged / failed, the metric value, the steps it
+    trained; its wall seconds are the caller's to keep, beside the record: `aiqn.core.runinfo`)."""
     from aiqn.nets.sampling import generate
     from aiqn.core.loss_log import NonFiniteLoss
     from aiqn.methods.pixeliqn.train import TrainConfig, train
@@ -72,7 +72,6 @@ def run_trial(
     record = {"trial": row["trial"], "config": row, "rung": rung, "budget": budget,
               "steps_trained": budget - previous, "metric": metric, "value": None, "status": "ok",
               "reason": None, "retry": False}
-    began = time.time()
     try:
         train_config = TrainConfig(**fields)
         record["train_config"] = {k: v for k, v in fields.items() if k != "checkpoint_steps"}
@@ -95,7 +94,6 @@ def run_trial(
     except Exception as error:  # noqa: BLE001 - e.g. out of memory: recorded, retried on the next run
         log.exception("trial %s failed", row["trial"])
         record.update(status="failed", reason=f"{type(error).__name__}: {error}", retry=True)
-    record["seconds"] = round(time.time() - began, 2)
     return record
 
 
@@ -110,7 +108,7 @@ def rung_decision(results: list[dict], metric: str, keep: int, rung: int, budget
 
 def selection(decisions: list[dict], results: list[dict], metric: str) -> dict:
     """The chosen configuration: the best finished trial of the last rung; with the cost and
-    every trial's outcome, for the report. Raises when no trial of the last rung finished."""
+    every trial's outcome, for the report (the cost in steps; its seconds are in the run facts). Raises when no trial of the last rung finished."""
     last = decisions[-1]
     if not last["promoted"]:
         reasons = "; ".join(f"{r['trial']}: {r['reason']}" for r in last["ranking"])
@@ -120,7 +118,6 @@ def selection(decisions: list[dict], results: list[dict], metric: str) -> dict:
     return {"metric": metric, "chosen": chosen, "config": best["config"], "value": best["value"],
             "budgets": [d["budget"] for d in decisions],
             "compute_steps": int(sum(r["steps_trained"] for r in results)),
-            "compute_seconds": round(sum(r.get("seconds", 0.0) for r in results), 2),
             "n_trials": len({r["trial"] for r in results}),
             "failed": sorted({r["trial"] for r in results if r["status"] != "ok"}),
             "decisions": decisions}

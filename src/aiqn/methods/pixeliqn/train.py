@@ -6,7 +6,7 @@
 - Checkpoints `ckpt_{step:07d}.pt` at the configured steps, written atomically, holding model,
   EMA, optimizer, schedule, step, configs and RNG states, so that a resumed run continues
   exactly as an uninterrupted one (tested).
-- A CSV log (`train_log.csv`: step, loss, lr, seconds) in the run folder; a tqdm progress bar.
+- A CSV log (`train_log.csv`: step, loss, lr; the wall seconds in `train_times.runinfo.csv`) in the run folder; a tqdm progress bar.
 
 Resuming, EMA, logging and checkpoints are `fit`'s; this module holds the config, the loss, the
 batch draws and the DDP / compile wrapping of the step.

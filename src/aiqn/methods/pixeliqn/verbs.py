@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from aiqn.core.device import resolve_device
 from aiqn.core.environment import environment
+from aiqn.core.runinfo import read_runinfo, write_runinfo
 from aiqn.core.verbs import Declare, run_arguments
 from aiqn.methods.pixeliqn.kind import KIND
 from aiqn.pipeline.verbs import extractor_arguments, extractor_for, likelihood_metrics
@@ -233,6 +235,7 @@ def cmd_sweep_trial(args) -> None:
     extractor, name = extractor_for(args)
     row = config_row(args.configs, args.trial)
     budgets = [int(b) for b in args.budgets.split(",")]
+    began = time.time()
     record = run_trial(
         row=row, model_config=model_config, base_train=json.loads(args.base_train), sweep_steps=args.steps,
         budgets=budgets, rung=args.rung, images=images, labels=labels, state_dir=args.state_dir,
@@ -242,6 +245,7 @@ def cmd_sweep_trial(args) -> None:
     record.update(dataset=args.dataset, model=args.model, attempt=args.attempt, configs=file_record(args.configs),
                   data=file_record(args.data), environment=environment(resolve_device(args.device)))
     write_json(args.out, record)
+    write_runinfo(args.out, seconds=round(time.time() - began, 2))
     log.info("trial %s rung %d: %s %s (%s)", args.trial, args.rung, args.metric, record["value"], record["status"])
 
 
@@ -262,6 +266,7 @@ def cmd_sweep_select(args) -> None:
     chosen.update(eta=args.eta, mode="exhaustive" if len(chosen["budgets"]) == 1 else "successive halving",
                   results=[file_record(p) for p in args.results])
     write_json(args.out, chosen)
+    write_runinfo(args.out, compute_seconds=round(sum(read_runinfo(p).get("seconds", 0.0) for p in args.results), 2))
     log.info("chosen %s (%s %.4g) among %d configurations", chosen["chosen"], args.metric, chosen["value"],
              chosen["n_trials"])
 
