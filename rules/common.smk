@@ -63,7 +63,7 @@ def check_run_config():
                              "names with '_', so dataset names use letters, digits and '-' only")
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
-    from aiqn.data import registered_names
+    from aiqn.data import get_dataset, registered_names
 
     used = set(config["run"]["datasets"])
     for section in ("vae", "agave", "cqf", "sweep"):
@@ -73,6 +73,10 @@ def check_run_config():
             raise ValueError(f"params.yaml: dataset {name!r} is not registered (registered: "
                              f"{', '.join(registered_names())}); register it in src/aiqn/data/ "
                              "(docs/adding-a-dataset.md) or fix the name")
+        takes = get_dataset(name).options
+        for key in sorted(set(config["datasets"][name] or {}) - set(takes)):
+            raise ValueError(f"params.yaml: datasets.{name}.{key} is not an option of {name} (it takes: "
+                             f"{', '.join(takes) or 'none'}; DatasetSpec.options in src/aiqn/data/)")
     for name in config["run"]["models_per_dataset"]:  # a dataset outside this run is allowed (profiles)
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which datasets does not define")

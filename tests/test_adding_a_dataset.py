@@ -84,7 +84,8 @@ TINYPHOTOS = textwrap.dedent('''
     SPEC = register(
         DatasetSpec(name="tinyphotos", channels=3, height=SIZE, width=SIZE, levels=LEVELS, num_classes=2,
                     prepare=prepare, sources=SOURCES,
-                    description="16x16 crops of sklearn's sample photos, 32 levels; label = photo")
+                    description="16x16 crops of sklearn's sample photos, 32 levels; label = photo",
+                    options=("test_fraction", "split_seed", "stride"))
     )
 ''').lstrip()
 

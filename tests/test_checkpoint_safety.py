@@ -115,3 +115,28 @@ def test_identical_trainings_write_identical_bytes(digits_dir, tmp_path, monkeyp
     assert list(times.columns) == ["step", "seconds"] and list(times.step) == [1, 2, 3, 4]
     assert "host" in read_runinfo(tmp_path / "a" / "samples.npz")
     assert "host" not in json.loads((tmp_path / "a" / "samples.npz.json").read_text())["environment"]
+
+
+def test_a_resumed_training_writes_the_uninterrupted_ones_bytes(digits_dir, tmp_path, monkeypatch):
+    """Resume from the step-2 checkpoint after a kill that left the log with rows past it and a row
+    cut short: the log and the final checkpoint are the uninterrupted run's bytes (the log used to
+    come back with other line ends: csv's \\r\\n rows were rewritten with \\n)."""
+    roots = {}
+    for name in ("whole", "killed"):
+        root = roots[name] = tmp_path / name
+        (root / "data").mkdir(parents=True)
+        shutil.copy(digits_dir / "train.npz", root / "data" / "train.npz")
+        monkeypatch.chdir(root)
+        train = ["train", "--dataset", "digits", "--data", "data/train.npz", "--model-config", TINY,
+                 "--train-config", TRAIN, "--state-dir", "state", "--out-dir", "run", "--device", "cpu",
+                 "--no-progress"]
+        main(train)
+        if name == "killed":  # as if killed after step 4's log rows, before its checkpoint
+            for stale in ("state/ckpt_0000004.pt", "run/ckpt_0000004.pt", "run/train_log.csv"):
+                Path(stale).unlink()
+            with open("state/train_log.csv", "ab") as log:
+                log.write(b"5,0.1")  # a row cut short
+            main(train)
+    for name in ("run/ckpt_0000004.pt", "run/train_log.csv", "state/train_log.csv"):
+        assert (roots["whole"] / name).read_bytes() == (roots["killed"] / name).read_bytes(), name
+    assert b"\r" not in (roots["whole"] / "run/train_log.csv").read_bytes()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from aiqn.core.runinfo import TRAIN_TIMES
 from aiqn.core.distributed import DistInfo, barrier, init_from_env, is_main, shard_slice, shutdown
 from aiqn.nets import PixelCNNConfig
 from aiqn.methods.pixeliqn.train import BatchSampler, TrainConfig, train
@@ -146,7 +147,7 @@ def test_only_rank_zero_writes(two_process_run):
     for head in HEADS:
         for variant in ("full", "resumed"):
             files = sorted(p.name for p in (two_process_run / head / variant).iterdir())
-            assert files == sorted(ckpts + ["config.json", "train_log.csv"]), files  # no temporary files left
+            assert files == sorted(ckpts + ["config.json", "train_log.csv", TRAIN_TIMES]), files  # no temporary files
 
 
 def test_shard_slice():

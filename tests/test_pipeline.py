@@ -1,6 +1,7 @@
 """The whole Snakemake pipeline at the `profiles/ci` size, in a temporary copy of the repo:
 prepare -> train (both models) -> sample -> evaluate -> Table 1 and figures; then a second
-invocation has nothing to do. Also: a params.yaml that breaks the schema names the key."""
+invocation has nothing to do; a run killed mid-training resumes to the same bytes. Also: every
+kind of malformed params.yaml is refused naming the key or the line."""
 
 import json
 import re
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from repo_copy import copy_repo, snakemake
+from repo_copy import REPO, copy_repo, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
     for model in models:  # each seed's checkpoint with the lowest FID vs val, among every checkpoint it scored
         for seed in (0, 1):
             by_step = {}
-            for path in (ci_run / "results/metrics/digits" / model / f"seed-{seed}").glob("*.json"):
+            for path in (ci_run / "results/metrics/digits" / model / f"seed-{seed}").glob("[0-9]*[0-9].json"):
                 doc = json.loads(path.read_text())
                 (val,) = [m for m in doc["metrics"] if m["metric"] == "FID vs val"]
                 assert val["label"] == "FID (digits-classifier, 100 samples vs 216 val)"
@@ -105,48 +106,109 @@ def test_second_invocation_has_nothing_to_do(ci_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_params_breaking_the_schema_name_the_key(tmp_path):
+def _set(path: str, value):
+    """A params edit: set the dotted `path` (created where missing) to `value`; DELETE removes it."""
+    def edit(params):
+        *parents, leaf = path.split(".")
+        for key in parents:
+            params = params.setdefault(key, {})
+        if value is DELETE:
+            del params[leaf]
+        else:
+            params[leaf] = value
+    return edit
+
+
+DELETE = object()
+OVERLAY = "overlay.yaml"
+# Malformed params (issue 17, item 4), in two tables. SCHEMA_CASES break schemas/params.schema.yaml,
+# which the Snakefile checks with snakemake.utils.validate on every parse: they are checked in one
+# process through that same call (a dry run costs ~5 s of start-up each), and the first of them also
+# through a real dry run in PARSE_CASES. (what is wrong, dotted key, value, what the error says)
+SCHEMA_CASES = [
+    ("a string for a count", "sampling.n_samples", "many", "'many' is not of type 'integer'"),
+    ("a zero count", "sampling.n_samples", 0, "0 is less than the minimum of 1"),
+    ("negative steps", "models.pixelcnn.train.steps", -5, "-5 is less than the minimum of 1"),
+    ("zero steps", "models.pixelcnn.train.steps", 0, "0 is less than the minimum of 1"),
+    ("a negative kappa", "models.pixeliqn.train.kappa", -0.1, "-0.1 is less than the minimum of 0"),
+    ("a negative count in evaluation", "evaluation.bootstrap", -1, "-1 is less than the minimum of 0"),
+    ("an unknown top-level key", "smapling", {"n_samples": 10}, "('smapling' was unexpected)"),
+    ("an unknown key in run", "run.seedz", [0], "('seedz' was unexpected)"),
+    ("an unknown key in a model's train section", "models.pixeliqn.train.kapa", 0.01, "('kapa' was unexpected)"),
+    ("an unknown key in a model's network", "models.pixelcnn.architecture.filtr_size", 5,
+     "('filtr_size' was unexpected)"),
+    ("an unknown sampling method", "sampling.method", "magic", "'magic' is not one of ['cached', 'naive']"),
+    ("a string for a list", "run.seeds", "0,1", "'0,1' is not of type 'array'"),
+    ("a list of the wrong type", "run.seeds", ["a"], "'a' is not of type 'integer'"),
+    ("a missing section", "sampling", DELETE, "'sampling' is a required property"),
+]
+
+
+def _instance(key: str, message: str) -> str:
+    """Where jsonschema's message says the error is: the key itself, or its parent for a key that
+    should not be there or is missing."""
+    parts = key.split(".")
+    if "was unexpected" in message or "required property" in message:
+        parts = parts[:-1]
+    return "On instance" + "".join(f"[{part!r}]" for part in parts)
+
+
+@pytest.mark.parametrize("key, value, expected", [case[1:] for case in SCHEMA_CASES],
+                         ids=[case[0] for case in SCHEMA_CASES])
+def test_params_breaking_the_schema_are_refused_naming_the_key(key, value, expected):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _set(key, value)(params)
+    with pytest.raises(WorkflowError) as refused:
+        validate(params, str(REPO / "schemas/params.schema.yaml"))  # what the Snakefile calls
+    message = str(refused.value)
+    assert expected in message and _instance(key, message) in message, message
+
+
+# (what is wrong, an edit of params.yaml or the file's text, an overlay, what the error must say)
+PARSE_CASES = [
+    ("a string for a count (the schema, end to end)", _set("sampling.n_samples", "many"), None,
+     r"'many' is not of type 'integer'.*On instance\['sampling'\]\['n_samples'\]"),
+    ("an unknown key in a dataset entry", _set("datasets.digits.test_fractoin", 0.2), None,
+     r"datasets.digits.test_fractoin is not an option of digits \(it takes: test_fraction, split_seed"),
+    ("a model the run lists but models lacks", _set("run.models", ["pixelrnn"]), None,
+     r"the run lists model 'pixelrnn' on digits but models.pixelrnn is missing"),
+    ("an unregistered dataset", lambda p: (_set("datasets.tinydigits", {"test_fraction": 0.2, "split_seed": 0})(p),
+                                           _set("run.datasets", ["tinydigits"])(p)), None,
+     r"dataset 'tinydigits' is not registered \(registered: .*digits, "),
+    ("a YAML syntax error", "run:\n  datasets: [digits\nsampling: {n_samples: 10}\n", None,
+     r"params.yaml: line \d+, column \d+: YAML syntax error"),
+    ("an empty file", "", None, r"params.yaml is empty"),
+    ("a list, not a mapping", "- digits\n- photos32\n", None, r"params.yaml holds a list, not a mapping"),
+    ("a profile overlay with an unknown key", None, {"run": {"datasetz": ["digits"]}},
+     r"\('datasetz' was unexpected\).*On instance\['run'\]"),
+    ("a profile overlay with a negative count", None, {"evaluation": {"bootstrap": -1}},
+     r"-1 is less than the minimum of 0.*On instance\['evaluation'\]\['bootstrap'\]"),
+]
+
+
+@pytest.mark.parametrize("edit, overlay, expected", [case[1:] for case in PARSE_CASES],
+                         ids=[case[0] for case in PARSE_CASES])
+def test_malformed_params_stop_the_dry_run_naming_the_key_or_the_line(tmp_path, edit, overlay, expected):
+    """What only the Snakefile's own checks refuse (or a file Snakemake cannot read) stops the dry run
+    before any job is planned, with the key, the value or the file's line in the message."""
     repo = copy_repo(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["sampling"]["n_samples"] = "many"
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
-    assert result.returncode != 0
-    assert "n_samples" in result.stdout + result.stderr
-
-
-def test_unknown_key_is_rejected_with_its_name(tmp_path):
-    repo = copy_repo(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["models"]["pixeliqn"]["train"]["kapa"] = 0.01  # a typo of kappa
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
-    assert result.returncode != 0
-    assert "kapa" in result.stdout + result.stderr
-
-
-def test_an_unregistered_dataset_is_refused_at_parse_time_with_the_registered_names(tmp_path):
-    repo = copy_repo(tmp_path)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["datasets"]["tinydigits"] = {"test_fraction": 0.2, "split_seed": 0}  # an entry, but no module
-    params["run"]["datasets"] = ["tinydigits"]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
+    if isinstance(edit, str):
+        (repo / "params.yaml").write_text(edit)
+    elif edit is not None:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        edit(params)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    extra = []
+    if overlay is not None:
+        (repo / OVERLAY).write_text(yaml.safe_dump(overlay))
+        extra = ["--configfile", OVERLAY]
+    result = snakemake(repo, "--cores", "1", "--dry-run", *extra, timeout=120)
     out = result.stdout + result.stderr
-    assert result.returncode != 0 and "dataset 'tinydigits' is not registered (registered: " in out
-    assert "digits, " in out and "prepare_data" not in out  # refused before any job is planned
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("run:\n  datasets: [digits\nsampling: {n_samples: 10}\n", r"params.yaml: line \d+, column \d+: YAML syntax error"),
-    ("", "params.yaml is empty"),
-    ("- digits\n- photos32\n", "params.yaml holds a list, not a mapping"),
-])
-def test_a_params_file_snakemake_cannot_read_is_named_with_its_line(tmp_path, text, expected):
-    repo = copy_repo(tmp_path)
-    (repo / "params.yaml").write_text(text)
-    result = snakemake(repo, "--cores", "1", "--dry-run", timeout=120)
-    assert result.returncode != 0 and re.search(expected, result.stdout + result.stderr), result.stderr[-2000:]
+    assert result.returncode != 0 and "prepare_data" not in out, out[-2000:]
+    assert re.search(expected, out, re.DOTALL), out[-2000:]
 
 
 def aiqn(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -347,3 +409,36 @@ def test_inpainting_and_quantile_density_figures_come_with_the_run(ci_run):
         for figure in (f"{dataset}_inpainting.png", f"{dataset}_pixeliqn_density.png"):
             assert (ci_run / "reports/figures" / figure).read_bytes()[:4] == b"\x89PNG"
     assert not (ci_run / "reports/figures/digits_pixelcnn_density.png").exists()  # PixelIQN only
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_runs_bytes(ci_run, tmp_path):
+    """scripts/fault_injection.py's one kill point in the suite: SIGKILL to snakemake's whole process
+    tree while photos32's PixelCNN trains (past its first checkpoint), then `--unlock` and
+    `--rerun-incomplete`: the training resumes from that checkpoint and every output the run made
+    (prepared data, checkpoints, log) has the sha256 of the uninterrupted run's file. (The training
+    only, to keep the suite short: what is downstream of equal checkpoints is equal, as two whole
+    uninterrupted runs show, docs/benchmarks.md "Faults".)"""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from compare_runs import byte_differences, output_files
+        from fault_injection import KillPoint, run_with_kills
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    repo = copy_repo(tmp_path / "repo")
+    point = KillPoint("training", 1, 0.5, rule="train_photos32_pixelcnn",
+                      when_exists="state/train/photos32/pixelcnn/seed-0/ckpt_0000050.pt")
+    said = []
+    finished = run_with_kills(repo, "profiles/ci", [point], ["results/runs/photos32/pixelcnn/seed-0/ckpt_0000150.pt"],
+                              tmp_path / "snakemake.log", say=said.append)
+    assert finished, said
+    assert said[0].startswith("invocation 1: killed") and "train_photos32_pixelcnn" in said[0], said
+    assert "already finished" not in said[0] and "ran to the end" in said[1], said
+    log = (repo / "logs/train/photos32/pixelcnn/seed-0.log").read_text()
+    assert "resuming from" in log and "(step 50)" in log  # the restart continued, not began again
+    compared, differing = byte_differences(ci_run, repo, within_b=True)
+    assert not differing, differing
+    compared_files = set(output_files(repo))  # what byte_differences compared (run facts left out)
+    assert {f"results/runs/photos32/pixelcnn/seed-0/{name}" for name in
+            ("ckpt_0000050.pt", "ckpt_0000150.pt", "train_log.csv", "config.json")} <= compared_files
+    assert "data/processed/photos32/train.npz" in compared_files and compared == len(compared_files)

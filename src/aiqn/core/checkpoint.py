@@ -138,10 +138,12 @@ def save_checkpoint(path: Path, kind: str, step: int, model_config, train_config
 
 
 def truncate_log(log_path: Path, step: int, header: str) -> None:
-    """Drop log rows after `step` (written after the checkpoint a run resumes from)."""
+    """Drop log rows after `step` (written after the checkpoint a run resumes from). The rows kept
+    keep their bytes, line ends included, so a resumed log is the uninterrupted one's bytes."""
     if not log_path.exists():
         log_path.write_text(header)
         return
-    lines = log_path.read_text().splitlines()
-    kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
-    log_path.write_text("\n".join(kept) + "\n")
+    lines = log_path.read_bytes().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:]  # a row cut short by a kill has no line end
+                        if line.endswith(b"\n") and int(line.split(b",")[0]) <= step]
+    log_path.write_bytes(b"".join(kept))

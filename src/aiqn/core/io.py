@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,29 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
             os.remove(tmp)
 
 
+def interned(obj: Any) -> Any:
+    """`obj` with every str in its dicts, lists and tuples replaced by `sys.intern(str)`. Pickle writes
+    a string once and refers back to it by object identity, so equal strings that are distinct objects
+    (a resumed run's optimizer keys come from the loaded file, an uninterrupted run's from the code)
+    gave different bytes; interned, equal strings are one object in every run."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if type(obj) in (dict, OrderedDict):  # a state_dict: an OrderedDict whose _metadata is kept
+        copy = type(obj)((interned(key), interned(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):
+            copy._metadata = obj._metadata
+        return copy
+    if type(obj) in (list, tuple):
+        return type(obj)(interned(item) for item in obj)
+    return obj
+
+
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` through a temporary file and an atomic rename. It writes through an open handle: given
-    a file name, torch stores that (random, temporary) name as the zip archive's root folder, so equal
-    objects gave different bytes; through a handle the folder is torch's fixed 'archive'."""
+    """`torch.save` through a temporary file and an atomic rename, of `interned(obj)`. It writes through
+    an open handle: given a file name, torch stores that (random, temporary) name as the zip archive's
+    root folder, so equal objects gave different bytes; through a handle the folder is torch's fixed
+    'archive'."""
+    obj = interned(obj)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:

@@ -43,7 +43,7 @@ class LossLog:
                  what: str = "the training loss is", times: Path | None = None):
         self.present, self.with_lr, self.dist, self.what = list(present), with_lr, dist, what
         self.file = open(path, "a", newline="") if path is not None else None
-        self.writer = csv.writer(self.file) if self.file is not None else None
+        self.writer = csv.writer(self.file, lineterminator="\n") if self.file is not None else None  # csv: \r\n
         self.times = open(times, "a", newline="") if path is not None and times is not None else None
         self.pending: list[tuple[int, torch.Tensor, float | None, float]] = []
 

@@ -155,4 +155,5 @@ SPEC = register(DatasetSpec(
     name="celeba64", channels=3, height=SIZE, width=SIZE, levels=256, num_classes=1, prepare=prepare,
     sources=(IMAGES, PARTITION), downloads=(IMAGES, PARTITION),
     description="CelebA aligned & cropped, centred 148x148 crop resized to 64x64 (BOX); unlabelled; "
-                "train = partition 0, test = partition 2"))
+                "train = partition 0, test = partition 2",
+    options=("crop", "max_images")))

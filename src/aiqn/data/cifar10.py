@@ -141,4 +141,5 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
 SPEC = register(DatasetSpec(
     name="cifar10", channels=3, height=SIZE, width=SIZE, levels=256, num_classes=NUM_CLASSES, prepare=prepare,
     sources=(ARCHIVE,), downloads=(ARCHIVE,),
-    description="CIFAR-10: 32x32 RGB, 10 classes, official split (50,000 train / 10,000 test)"))
+    description="CIFAR-10: 32x32 RGB, 10 classes, official split (50,000 train / 10,000 test)",
+    options=()))

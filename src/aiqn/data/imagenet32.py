@@ -134,4 +134,5 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
 SPEC = register(DatasetSpec(
     name="imagenet32", channels=3, height=SIZE, width=SIZE, levels=256, num_classes=1, prepare=prepare,
     sources=(TRAIN, VALID), downloads=(TRAIN, VALID),
-    description="downsampled ImageNet 32x32 (van den Oord et al. 2016), unlabelled; train_32x32 / valid_32x32"))
+    description="downsampled ImageNet 32x32 (van den Oord et al. 2016), unlabelled; train_32x32 / valid_32x32",
+    options=("max_images",)))

@@ -113,4 +113,5 @@ def prepare(raw_dir: Path, options: dict) -> tuple[dict, dict, dict]:
 SPEC = register(DatasetSpec(
     name="photos32", channels=3, height=CROP, width=CROP, levels=256, num_classes=len(CLASS_NAMES), prepare=prepare,
     sources=PHOTOS, description="32x32 RGB crops of scikit-learn's bundled china.jpg and flower.jpg; "
-                                "4 classes: photo x top/bottom half"))
+                                "4 classes: photo x top/bottom half",
+    options=("test_fraction", "split_seed", "stride")))

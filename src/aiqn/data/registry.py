@@ -46,6 +46,9 @@ class DatasetSpec:
     # raw files the pipeline fetches into data/raw/{name}/ (the `download` rule), each with its
     # URL (or none: placed by hand) and checksum; empty for datasets that ship with a package
     downloads: tuple[Source, ...] = field(default_factory=tuple)
+    # the keys its `datasets.<name>` entry in params.yaml may hold (checked when the Snakefile is
+    # parsed, so a misspelt option is refused instead of silently taking the default)
+    options: tuple[str, ...] = ("test_fraction", "split_seed")
 
     @property
     def shape(self) -> tuple[int, int, int]:
