@@ -4,8 +4,8 @@ with an uninterrupted run's.
     python scripts/fault_injection.py [--kills 3] [--seed 0] [--work DIR] [--reference DIR]
                                       [--profile profiles/ci] [TARGET ...]
 
-Two copies of the working tree (tracked and untracked files git does not ignore) are made under
---work: `reference/` runs `snakemake --profile P` once, uninterrupted (or --reference names a
+Two copies of the repository (what tests/repo_copy.py copies: the Snakefile, rules, schemas,
+params, profiles, src, ...) are made under --work: `reference/` runs `snakemake --profile P` once, uninterrupted (or --reference names a
 finished run to compare with); `faulted/` runs the same command and is killed K times. Each kill
 point is a job kind (training, sampling, evaluation; the kinds cycle in that order), which job of
 that kind in the invocation (1st to 3rd, seeded) and a delay after that job starts (seeded; longer
@@ -31,7 +31,6 @@ Measured output: docs/benchmarks.md, "Faults".
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import random
 import re
@@ -45,10 +44,10 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_runs import byte_differences  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
+from compare_runs import byte_differences  # noqa: E402
+from repo_copy import copy_environment, copy_repo  # noqa: E402  (the copies the tests and benchmarks make)
 KINDS = {"training": re.compile(r"^(train_\w+|sweep_trial)$"),
          "sampling": re.compile(r"^(score_(?!cqf$|vae$)\w+|inpainting|class_grid)$"),
          "evaluation": re.compile(r"^(evaluate_\w+|score_cqf|score_vae|reference_\w+|validation_stats|density)$")}
@@ -92,24 +91,8 @@ def kind_of(rule: str) -> str | None:
     return next((kind for kind, pattern in KINDS.items() if pattern.match(rule)), None)
 
 
-def copy_working_tree(dest: Path, repo: Path = REPO) -> Path:
-    """Copy the files git tracks or would track (not the ignored ones: data, results, state) to `dest`."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=repo, check=True,
-                            capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = repo / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
-
-
 def snakemake_command(profile: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "--profile", profile, *extra]
-
-
-def _environment(cwd: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(cwd / "src")}  # the copy's own package, as in tests/repo_copy.py
 
 
 def kill_tree(pid: int) -> int:
@@ -152,7 +135,7 @@ class Invocation:
 def run_invocation(cwd: Path, command: list[str], log, point: KillPoint | None = None) -> Invocation:
     """Run `command` in `cwd`, its output appended to `log`; with `point`, kill the process tree at it."""
     began = time.monotonic()
-    proc = subprocess.Popen(command, cwd=cwd, env=_environment(cwd), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=cwd, env=copy_environment(cwd), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)],
@@ -207,7 +190,7 @@ def run_with_kills(cwd: Path, profile: str, points: list[KillPoint], targets: li
         for number, point in enumerate([*points, None], start=1):
             extra = ["--rerun-incomplete"] if number > 1 else []
             if number > 1:
-                subprocess.run(snakemake_command(profile, "--unlock"), cwd=cwd, env=_environment(cwd), check=True,
+                subprocess.run(snakemake_command(profile, "--unlock"), cwd=cwd, env=copy_environment(cwd), check=True,
                                stdout=log, stderr=subprocess.STDOUT)
             done = run_invocation(cwd, snakemake_command(profile, *extra, *targets), log, point)
             if point is None or not done.killed:
@@ -223,7 +206,7 @@ def run_with_kills(cwd: Path, profile: str, points: list[KillPoint], targets: li
             say(f"invocation {number}: killed at {done.at:.1f} s ({point.describe()}): SIGKILL to {done.killed} "
                 f"processes; running: {', '.join(done.running) or 'no job'}"
                 + ("" if done.target_running else " (the job waited for had already finished)"))
-        dry = subprocess.run(snakemake_command(profile, "-n", *targets), cwd=cwd, env=_environment(cwd),
+        dry = subprocess.run(snakemake_command(profile, "-n", *targets), cwd=cwd, env=copy_environment(cwd),
                              capture_output=True, text=True)
         log.write(dry.stdout + dry.stderr)
     nothing = dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
@@ -246,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True)
     points = plan_kills(args.kills, args.seed)
     print(f"kill points (seed {args.seed}): " + "; ".join(point.describe() for point in points))
-    faulted = copy_working_tree(args.work / "faulted")  # both copied first: the same code, whatever changes meanwhile
-    reference = args.reference or copy_working_tree(args.work / "reference")
+    faulted = copy_repo(args.work / "faulted")  # both copied first: the same code, whatever changes meanwhile
+    reference = args.reference or copy_repo(args.work / "reference")
     if args.reference is None:
         with open(args.work / "reference.log", "w") as log:
             done = run_invocation(reference, snakemake_command(args.profile, *args.targets), log)

@@ -23,18 +23,21 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def copy_environment(cwd: Path) -> dict:
+    """This process's environment with the copy's own package (`cwd/src`) first on the path."""
+    return {**os.environ, "PYTHONPATH": str(cwd / "src")}
+
+
 def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run Snakemake in `cwd`, with the copy's own package first on the path."""
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=copy_environment(cwd))
 
 
 def run_python(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python ARGS` in `cwd`, with the copy's own package first on the path."""
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+                          env=copy_environment(cwd))
 
 
 @contextlib.contextmanager

@@ -26,7 +26,8 @@ def publish(state_dir: str, out_dir: str, checkpoints: dict) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = list(checkpoints.values()) + [Path(state_dir) / "train_log.csv", Path(state_dir) / "config.json"]
-    sources += [path for path in [Path(state_dir) / TRAIN_TIMES] if path.exists()]
+    if (Path(state_dir) / TRAIN_TIMES).exists():
+        sources.append(Path(state_dir) / TRAIN_TIMES)
     for source in sources:
         target = out / source.name
         if target.exists():
