@@ -15,74 +15,9 @@
 #                                     reports/provenance/agave_table1.json
 #   agave_figures                  -> reports/figures/{dataset}_agave_{lambda,samples,ablation}.png (first seed)
 # Resumable state lives in state/agave/..., never a rule output (as rules/vae.smk).
-from collections import namedtuple
-
-check_method_datasets("agave")
-METHOD_TARGETS.append(lambda: method_report_targets("agave", "agave_table1",
-                                                    figures=("agave_lambda", "agave_samples", "agave_ablation")))
-
-AGAVE_LAMBDA = r"[0-9]+(\.[0-9]+)?"  # a lambda as lam_name writes it in file names
 
 
-def lam_name(value):
-    """A lambda as it appears in file names and labels: 2 -> '2', 0.5 -> '0.5'."""
-    return f"{float(value):g}"
-
-
-def agave_table_lambdas():
-    return [lam_name(v) for v in config["agave"]["table_lambdas"]]
-
-
-def agave_figure_lambdas():
-    return [lam_name(v) for v in config["agave"]["figure_lambdas"]]
-
-
-def agave_samples_lambda():
-    return lam_name(config["agave"]["samples"]["lambda"])
-
-
-def agave_ablation_lambda():
-    return lam_name(config["agave"]["ablation"]["lambda"])
-
-
-def agave_checkpoint(dataset, run, seed):
-    """The published final checkpoint of a run (lambda{lam}, ablation or a matched baseline) of one seed."""
-    steps = config["agave"]["ablation"]["steps"] if run == "ablation" else None  # None: agave.train.steps
-    return method_checkpoint("agave", dataset, run, seed, steps)
-
-
-def agave_run_file(dataset, run, seed, name):
-    """A file a run publishes beside its checkpoint: train_log.csv, config.json or train.json."""
-    return f"{method_run_dir('agave', dataset, run, seed)}/{name}"
-
-
-# The matched baselines of the table: run name -> whether its PixelCNN is gated, its row name.
-AgaveBaseline = namedtuple("AgaveBaseline", "gated label")
-AGAVE_BASELINES = {  # in the table's row order, the paper's (Table 1: PixelCNN, then Gated PixelCNN)
-    "plain": AgaveBaseline(False, "PixelCNN (matched baseline)"),
-    "baseline": AgaveBaseline(True, "Gated PixelCNN (matched baseline)"),
-}
-
-
-def agave_baseline_model(baseline):
-    """A matched baseline: the AGAVE decoder's sizes, categorical head, no conditioning; the Gated
-    PixelCNN (`baseline`) or the original PixelCNN of van den Oord et al. 2016a (`plain`)."""
-    arch = config["agave"]["architecture"]
-    keys = ("blocks", "filter_size", "planes", "output_planes")
-    model = {"head": "categorical", **{key: arch[key] for key in keys}}
-    if not AGAVE_BASELINES[baseline].gated:
-        model["gated"] = False
-    return model
-
-
-def agave_baseline_train(seed):
-    """aiqn.methods.pixeliqn.train.TrainConfig of the baseline: AGAVE's steps, batch and EMA, the run seed, the
-    baseline's optimizer."""
-    train = method_train_section("agave", seed)
-    section = {key: train[key] for key in ("steps", "batch_size", "ema_rate", "seed")}
-    section.update(config["agave"]["baseline"])
-    section["checkpoint_steps"] = [train["steps"]]
-    return section
+include: "helpers/agave.smk"
 
 
 wildcard_constraints:
@@ -97,19 +32,21 @@ rule train_agave:
         log_csv=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "train_log.csv"),
         config=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "config.json"),
         record=agave_run_file("{dataset}", "lambda{lam}", "{seed}", "train.json"),
+    log:
+        "logs/agave/train/{dataset}/lambda{lam}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_agave/{dataset}/{lam}/{seed}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         architecture=as_json(config["agave"]["architecture"]),
         train_config=lambda w: as_json({**method_train_section("agave", w.seed), "kl_weight": float(w.lam)}),
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/agave/train/{dataset}/lambda{lam}/seed-{seed}.log",
-    benchmark:
-        "logs/agave/bench/train_{dataset}_lambda{lam}_seed-{seed}.tsv"
     shell:
-        "{PYTHON} --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
+        "python -m aiqn --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
         " --architecture {params.architecture:q} --train-config {params.train_config:q}"
         " --state-dir state/agave/{wildcards.dataset}/lambda{wildcards.lam}/seed-{wildcards.seed}"
         " --out-dir results/agave/{wildcards.dataset}/lambda{wildcards.lam}/seed-{wildcards.seed} --device {params.device}"
@@ -127,21 +64,29 @@ rule train_agave_ablation:
         log_csv=agave_run_file("{dataset}", "ablation", "{seed}", "train_log.csv"),
         config=agave_run_file("{dataset}", "ablation", "{seed}", "config.json"),
         record=agave_run_file("{dataset}", "ablation", "{seed}", "train.json"),
-    params:
-        architecture=as_json(config["agave"]["architecture"]),
-        train_config=lambda w: as_json({**method_train_section("agave", w.seed), "use_aux": False, "checkpoint_steps": [],
-                                        "steps": config["agave"]["ablation"]["steps"],
-                                        "kl_weight": float(config["agave"]["ablation"]["kl_weight"])}),
-        device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
     log:
         "logs/agave/train/{dataset}/ablation/seed-{seed}.log",
     benchmark:
-        "logs/agave/bench/train_{dataset}_ablation_seed-{seed}.tsv"
+        "logs/benchmarks/train_agave_ablation/{dataset}/{seed}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
+    params:
+        architecture=as_json(config["agave"]["architecture"]),
+        train_config=lambda w: as_json(
+            {
+                **method_train_section("agave", w.seed),
+                "use_aux": False,
+                "checkpoint_steps": [],
+                "steps": config["agave"]["ablation"]["steps"],
+                "kl_weight": float(config["agave"]["ablation"]["kl_weight"]),
+            }
+        ),
+        device=config["device"],
     shell:
-        "{PYTHON} --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
+        "python -m aiqn --threads {threads} train-agave --dataset {wildcards.dataset} --data {input.train}"
         " --architecture {params.architecture:q} --train-config {params.train_config:q} --init-from {input.init}"
         " --state-dir state/agave/{wildcards.dataset}/ablation/seed-{wildcards.seed}"
         " --out-dir results/agave/{wildcards.dataset}/ablation/seed-{wildcards.seed} --device {params.device}"
@@ -158,45 +103,23 @@ rule train_agave_baseline:
         checkpoint=agave_checkpoint("{dataset}", "{baseline}", "{seed}"),
         log_csv=agave_run_file("{dataset}", "{baseline}", "{seed}", "train_log.csv"),
         config=agave_run_file("{dataset}", "{baseline}", "{seed}", "config.json"),
+    log:
+        "logs/agave/train/{dataset}/{baseline}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_agave_baseline/{dataset}/{baseline}/{seed}.tsv"
     wildcard_constraints:
         baseline="|".join(AGAVE_BASELINES),
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         model_config=lambda w: as_json(agave_baseline_model(w.baseline)),
         train_config=lambda w: as_json(agave_baseline_train(w.seed)),
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/agave/train/{dataset}/{baseline}/seed-{seed}.log",
-    benchmark:
-        "logs/agave/bench/train_{dataset}_{baseline}_seed-{seed}.tsv"
     shell:
         pixelcnn_train_shell("agave/{wildcards.dataset}/{wildcards.baseline}/seed-{wildcards.seed}")
-
-
-def agave_eval_k(name):
-    """K of the importance-sampled bound: agave.evaluation.importance_k for the table's lambdas, else 0."""
-    if name.startswith("lambda") and name[len("lambda"):] in agave_table_lambdas():
-        return config["agave"]["evaluation"]["importance_k"]
-    return 0
-
-
-def agave_model_label(name):
-    """The row name of a metrics file in the table and figures (paper/claims.yaml's agave-ablation-kl pairs the
-    ablation's row with its lambda's by these names)."""
-    if name in AGAVE_BASELINES:
-        return AGAVE_BASELINES[name].label
-    if name == "ablation":
-        return f"AGAVE (lambda={agave_ablation_lambda()}), no auxiliary loss"
-    return f"AGAVE (lambda={name[len('lambda'):]})"
-
-
-def agave_table_rows():
-    """The metrics files' names of the table, every one on every seed: the baselines, the table's lambdas,
-    the ablation and the lambda it continued (Figure 7's two ends, compared by the claims)."""
-    lambdas = agave_table_lambdas() + [lam for lam in [agave_ablation_lambda()] if lam not in agave_table_lambdas()]
-    return [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in lambdas] + ["ablation"]
 
 
 rule evaluate_agave:
@@ -206,8 +129,17 @@ rule evaluate_agave:
         dataset_meta=rules.prepare_data.output.meta,
     output:
         method_metrics("agave", "{dataset}", "{name}", "{seed}"),
+    log:
+        "logs/agave/evaluate/{dataset}/{name}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/evaluate_agave/{dataset}/{name}/{seed}.tsv"
     wildcard_constraints:
         name="|".join(AGAVE_BASELINES) + f"|ablation|lambda{AGAVE_LAMBDA}",
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         model=lambda w: agave_model_label(w.name),
         k=lambda w: agave_eval_k(w.name),
@@ -216,15 +148,8 @@ rule evaluate_agave:
         batch_size=config["agave"]["evaluation"]["batch_size"],
         k_batch=config["agave"]["evaluation"]["k_batch"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/agave/evaluate/{dataset}/{name}/seed-{seed}.log",
-    benchmark:
-        "logs/agave/bench/evaluate_{dataset}_{name}_seed-{seed}.tsv"
     shell:
-        "{PYTHON} --threads {threads} evaluate-agave --dataset {wildcards.dataset} --model {params.model:q}"
+        "python -m aiqn --threads {threads} evaluate-agave --dataset {wildcards.dataset} --model {params.model:q}"
         " --checkpoint {input.checkpoint} --test {input.test} --dataset-meta {input.dataset_meta}"
         " --k {params.k} --elbo-samples {params.elbo_samples} --seed {params.seed} --batch-size {params.batch_size}"
         " --k-batch {params.k_batch} --device {params.device} --rule evaluate_agave"
@@ -241,6 +166,12 @@ rule agave_table1:
         md="reports/tables/agave_table1.md",
         tex="reports/tables/agave_table1.tex",
         provenance="reports/provenance/agave_table1.json",
+    log:
+        "logs/agave/table.log",
+    benchmark:
+        "logs/benchmarks/agave_table1.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         title="AGAVE (Lucas & Verbeek 2018, Table 1 analogue)",
         caption=(
@@ -254,52 +185,68 @@ rule agave_table1:
             "Figure 7's ablation: its lambda's model continued without the auxiliary term (its lambda's row is the "
             "start); a lower KL there means the latent lost information."
         ),
-        paper_heading=("Paper (Lucas & Verbeek 2018, Table 1: CIFAR-10 test split, bits/dim; "
-                       "AGAVE: importance-sampled bound, K=150)"),
-    log:
-        "logs/agave/table.log",
-    benchmark:
-        "logs/agave/bench/table.tsv"
+        paper_heading=(
+            "Paper (Lucas & Verbeek 2018, Table 1: CIFAR-10 test split, bits/dim; "
+            "AGAVE: importance-sampled bound, K=150)"
+        ),
     shell:
         method_table_shell("agave_table1")
 
 
 rule agave_figures:
     input:
-        metrics=lambda w: [method_metrics("agave", w.dataset, f"lambda{lam}", figure_seed())
-                           for lam in agave_figure_lambdas()],
+        metrics=lambda w: [
+            method_metrics("agave", w.dataset, f"lambda{lam}", figure_seed()) for lam in agave_figure_lambdas()
+        ],
         checkpoint=lambda w: agave_checkpoint(w.dataset, f"lambda{agave_samples_lambda()}", figure_seed()),
         phase1=lambda w: agave_run_file(w.dataset, f"lambda{agave_ablation_lambda()}", figure_seed(), "train_log.csv"),
-        phase1_config=lambda w: agave_run_file(w.dataset, f"lambda{agave_ablation_lambda()}", figure_seed(),
-                                               "config.json"),
+        phase1_config=lambda w: agave_run_file(
+            w.dataset, f"lambda{agave_ablation_lambda()}", figure_seed(), "config.json"
+        ),
         phase2=lambda w: agave_run_file(w.dataset, "ablation", figure_seed(), "train_log.csv"),
         phase2_config=lambda w: agave_run_file(w.dataset, "ablation", figure_seed(), "config.json"),
     output:
-        lam=report("reports/figures/{dataset}_agave_lambda.png", caption="../report/agave_lambda.rst",
-                   category="AGAVE", subcategory="{dataset}"),
-        samples=report("reports/figures/{dataset}_agave_samples.png", caption="../report/agave_samples.rst",
-                       category="AGAVE", subcategory="{dataset}"),
-        ablation=report("reports/figures/{dataset}_agave_ablation.png", caption="../report/agave_ablation.rst",
-                        category="AGAVE", subcategory="{dataset}"),
+        lam=report(
+            "reports/figures/{dataset}_agave_lambda.png",
+            caption="../report/agave_lambda.rst",
+            category="AGAVE",
+            subcategory="{dataset}",
+        ),
+        samples=report(
+            "reports/figures/{dataset}_agave_samples.png",
+            caption="../report/agave_samples.rst",
+            category="AGAVE",
+            subcategory="{dataset}",
+        ),
+        ablation=report(
+            "reports/figures/{dataset}_agave_ablation.png",
+            caption="../report/agave_ablation.rst",
+            category="AGAVE",
+            subcategory="{dataset}",
+        ),
         draws="results/agave/{dataset}/samples.npz",
         record="reports/figures/{dataset}_agave_samples.png.json",
+    log:
+        "logs/agave/figures_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/agave_figures/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
-        metrics=lambda w: " ".join(f"{lam}={method_metrics('agave', w.dataset, f'lambda{lam}', figure_seed())}"
-                                   for lam in agave_figure_lambdas()),
+        metrics=lambda w: " ".join(
+            f"{lam}={method_metrics('agave', w.dataset, f'lambda{lam}', figure_seed())}"
+            for lam in agave_figure_lambdas()
+        ),
         n_latents=config["agave"]["samples"]["n_latents"],
         per_latent=config["agave"]["samples"]["per_latent"],
         seed=config["agave"]["samples"]["seed"],
         method=config["sampling"]["method"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/agave/figures_{dataset}.log",
-    benchmark:
-        "logs/agave/bench/figures_{dataset}.tsv"
     shell:
-        "{PYTHON} --threads {threads} agave-figures --dataset {wildcards.dataset} --metrics {params.metrics}"
+        "python -m aiqn --threads {threads} agave-figures --dataset {wildcards.dataset} --metrics {params.metrics}"
         " --checkpoint {input.checkpoint} --n-latents {params.n_latents} --per-latent {params.per_latent}"
         " --seed {params.seed} --method {params.method} --device {params.device} --samples-out {output.draws}"
         " --phase1-log {input.phase1} --phase2-log {input.phase2} --lambda-out {output.lam}"

@@ -2,13 +2,12 @@
 # changing a sampling parameter re-samples without retraining.
 import json
 
+
 wildcard_constraints:
     dataset=r"[A-Za-z0-9-]+",  # no "_": file names join dataset and model with "_"
     model=r"[A-Za-z0-9_-]+",
     step=r"\d{7}",
     seed=r"\d+",
-
-PYTHON = "python -m aiqn"
 
 
 INCEPTION_WEIGHTS = "data/raw/inception/weights-inception-2015-12-05-6726825d.pth"  # aiqn.metrics.inception
@@ -27,7 +26,9 @@ def run_pairs():
 def _merged(base, override):
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -59,8 +60,10 @@ def check_run_config():
 
     for name in config["run"]["datasets"]:
         if "_" in name:
-            raise ValueError(f"params.yaml: dataset name {name!r} has a '_'; report files join dataset and model "
-                             "names with '_', so dataset names use letters, digits and '-' only")
+            raise ValueError(
+                f"params.yaml: dataset name {name!r} has a '_'; report files join dataset and model "
+                "names with '_', so dataset names use letters, digits and '-' only"
+            )
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.datasets lists {name!r} but datasets.{name} is missing")
     from aiqn.data import get_dataset, registered_names
@@ -70,13 +73,17 @@ def check_run_config():
         used |= set(config.get(section, {}).get("datasets", []))
     for name in sorted(used & set(config["datasets"])):  # a list naming no datasets entry: check_method_datasets
         if name not in registered_names():
-            raise ValueError(f"params.yaml: dataset {name!r} is not registered (registered: "
-                             f"{', '.join(registered_names())}); register it in src/aiqn/data/ "
-                             "(docs/adding-a-dataset.md) or fix the name")
+            raise ValueError(
+                f"params.yaml: dataset {name!r} is not registered (registered: "
+                f"{', '.join(registered_names())}); register it in src/aiqn/data/ "
+                "(docs/adding-a-dataset.md) or fix the name"
+            )
         takes = get_dataset(name).options
         for key in sorted(set(config["datasets"][name] or {}) - set(takes)):
-            raise ValueError(f"params.yaml: datasets.{name}.{key} is not an option of {name} (it takes: "
-                             f"{', '.join(takes) or 'none'}; DatasetSpec.options in src/aiqn/data/)")
+            raise ValueError(
+                f"params.yaml: datasets.{name}.{key} is not an option of {name} (it takes: "
+                f"{', '.join(takes) or 'none'}; DatasetSpec.options in src/aiqn/data/)"
+            )
     for name in config["run"]["models_per_dataset"]:  # a dataset outside this run is allowed (profiles)
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: run.models_per_dataset has {name!r}, which datasets does not define")
@@ -95,8 +102,9 @@ def check_run_config():
             jsonschema.validate(model_entry(dataset, model), model_schema)
         except jsonschema.ValidationError as error:
             where = ".".join(map(str, error.absolute_path))
-            raise ValueError(f"params.yaml: models.{model} with dataset_overrides.{dataset}: {where}: "
-                             f"{error.message}") from None
+            raise ValueError(
+                f"params.yaml: models.{model} with dataset_overrides.{dataset}: {where}: " f"{error.message}"
+            ) from None
 
 
 check_run_config()
@@ -129,6 +137,11 @@ def figure_seed():
 def run_dir(dataset, model, seed):
     """Where train publishes one seed's checkpoints, train_log.csv and config.json (rules/train.smk)."""
     return f"results/runs/{dataset}/{model}/seed-{seed}"
+
+
+def train_rule_name(dataset, model):
+    """The name of the rule that trains a model on a dataset; rules/train.smk defines one per pair."""
+    return f"train_{dataset}_{model}".replace("-", "_")
 
 
 def samples_path(dataset, model, seed, step):
@@ -214,19 +227,26 @@ def features_path(dataset):
 def comparison_args(dataset):
     """The N-vs-N and memorisation arguments of the evaluate and evaluate-real verbs (evaluation section)."""
     evaluation = config["evaluation"]
-    return (f"--features {features_path(dataset)} --train data/processed/{dataset}/train.npz"
-            f" --n-compare {evaluation['n_compare']} --compare-seed {evaluation['reference_seed']}"
-            f" --kid-subsets {evaluation['kid_subsets']} --kid-subset-size {evaluation['kid_subset_size']}"
-            f" --memorisation-percentile {evaluation['memorisation_percentile']} --bootstrap {evaluation['bootstrap']}")
+    return (
+        f"--features {features_path(dataset)} --train data/processed/{dataset}/train.npz"
+        f" --n-compare {evaluation['n_compare']} --compare-seed {evaluation['reference_seed']}"
+        f" --kid-subsets {evaluation['kid_subsets']} --kid-subset-size {evaluation['kid_subset_size']}"
+        f" --memorisation-percentile {evaluation['memorisation_percentile']} --bootstrap {evaluation['bootstrap']}"
+    )
 
 
 def scoring_inputs(dataset):
     """The files every evaluate_call reads besides its checkpoint and samples: the input of each scoring rule
     (`**scoring_inputs(d)`, or `unpack(lambda w: scoring_inputs(w.dataset))` in a wildcard rule)."""
-    return {"extractor": extractor_path(dataset), "reference": reference_path(dataset),
-            "validation": validation_reference_path(dataset), "features": features_path(dataset),
-            "train": f"data/processed/{dataset}/train.npz", "test": f"data/processed/{dataset}/test.npz",
-            "dataset_meta": f"data/processed/{dataset}/meta.json"}
+    return {
+        "extractor": extractor_path(dataset),
+        "reference": reference_path(dataset),
+        "validation": validation_reference_path(dataset),
+        "features": features_path(dataset),
+        "train": f"data/processed/{dataset}/train.npz",
+        "test": f"data/processed/{dataset}/test.npz",
+        "dataset_meta": f"data/processed/{dataset}/meta.json",
+    }
 
 
 def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=True, extra=""):
@@ -236,14 +256,17 @@ def evaluate_call(dataset, model, samples, ckpt, rule, wildcards, out, final=Tru
     the extractor, references, splits and batch size follow the evaluation section; `extra`: the
     method's own options (CQF's bound)."""
     evaluation = config["evaluation"]
-    return (f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
-            f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
-            f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
-            f" --device {config['device']} --reference {reference_path(dataset)}"
-            f" --validation-reference {validation_reference_path(dataset)}"
-            f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
-            f" --splits {evaluation['is_splits']} {comparison_args(dataset)}{' --final' if final else ''}"
-            f" --rule {rule}{' ' + extra if extra else ''} --wildcards {wildcards} --out {out}")
+    extra_args = f" {extra}" if extra else ""
+    return (
+        f"evaluate --dataset {dataset} --model {model} --samples {samples} --checkpoint {ckpt}"
+        f" --extractor {extractor_path(dataset)} --extractor-name {extractor_name(dataset)}"
+        f" --extractor-kind {extractor_kind()} --batch-size {evaluation['batch_size']}"
+        f" --device {config['device']} --reference {reference_path(dataset)}"
+        f" --validation-reference {validation_reference_path(dataset)}"
+        f" --test data/processed/{dataset}/test.npz --dataset-meta data/processed/{dataset}/meta.json"
+        f" --splits {evaluation['is_splits']} {comparison_args(dataset)}{' --final' if final else ''}"
+        f" --rule {rule}{extra_args} --wildcards {wildcards} --out {out}"
+    )
 
 
 def real_data_metrics(dataset):
@@ -256,24 +279,44 @@ def metric_files(dataset):
     """The floor's and every model's metrics files on a dataset: every seed, every checkpoint."""
     files = [real_data_metrics(dataset)]
     for model in models_for(dataset):
-        files += [metrics_path(dataset, model, seed, step) for seed in run_seeds()
-                  for step in checkpoint_steps(dataset, model)]
+        files += [
+            metrics_path(dataset, model, seed, step)
+            for seed in run_seeds()
+            for step in checkpoint_steps(dataset, model)
+        ]
     return files
 
 
 def all_reports():
-    targets = ["reports/tables/claims.csv", "reports/tables/claims.md", "reports/provenance/claims.json",
-               "reports/tables/table1.csv", "reports/tables/table1.md", "reports/tables/table1.tex", "reports/metrics.json", "reports/provenance/table1.json"]
+    targets = [
+        "reports/tables/claims.csv",
+        "reports/tables/claims.md",
+        "reports/provenance/claims.json",
+        "reports/tables/table1.csv",
+        "reports/tables/table1.md",
+        "reports/tables/table1.tex",
+        "reports/metrics.json",
+        "reports/plots",
+        "reports/provenance/table1.json",
+    ]
     for dataset in config["run"]["datasets"]:
-        targets += [f"reports/figures/{dataset}_samples.png", f"reports/figures/{dataset}_training_curves.png",
-                    f"reports/figures/{dataset}_loss.png", f"reports/figures/{dataset}_inpainting.png",
-                    f"reports/figures/{dataset}_memorisation.png"]
+        targets += [
+            f"reports/figures/{dataset}_samples.png",
+            f"reports/figures/{dataset}_training_curves.png",
+            f"reports/figures/{dataset}_loss.png",
+            f"reports/figures/{dataset}_inpainting.png",
+            f"reports/figures/{dataset}_memorisation.png",
+        ]
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")
-        targets += [f"reports/figures/{dataset}_{m}_density.png" for m in models_for(dataset)
-                    if model_entry(dataset, m)["head"] == "quantile"]
-        targets += [f"reports/figures/{dataset}_{m}_classes.png" for m in models_for(dataset)
-                    if class_conditional(dataset, m)]
+        targets += [
+            f"reports/figures/{dataset}_{m}_density.png"
+            for m in models_for(dataset)
+            if model_entry(dataset, m)["head"] == "quantile"
+        ]
+        targets += [
+            f"reports/figures/{dataset}_{m}_classes.png" for m in models_for(dataset) if class_conditional(dataset, m)
+        ]
     targets += [f"data/raw/{group}.dvc" for group in config["track_raw"]]
     targets += sweep_targets()
     for method_targets in METHOD_TARGETS:
@@ -302,8 +345,10 @@ def check_method_datasets(section_name):
     """Fail at parse time, naming the key, when <section>.datasets names something params.yaml lacks."""
     for name in method_datasets(section_name):
         if "_" in name:
-            raise ValueError(f"params.yaml: {section_name}.datasets has {name!r}, a name with '_'; dataset names use "
-                             "letters, digits and '-' only")
+            raise ValueError(
+                f"params.yaml: {section_name}.datasets has {name!r}, a name with '_'; dataset names use "
+                "letters, digits and '-' only"
+            )
         if name not in config["datasets"]:
             raise ValueError(f"params.yaml: {section_name}.datasets lists {name!r} but datasets.{name} is missing")
 
@@ -321,6 +366,11 @@ def method_run_dir(section_name, dataset, run, seed):
     """Where a method's run of one training seed publishes its checkpoint, train_log.csv, config.json and
     train.json: results/<section>/<dataset>/<run>/seed-<seed> (its resumable state: the same under state/)."""
     return f"results/{section_name}/{dataset}/{run}/seed-{seed}"
+
+
+def method_run_file(section_name, dataset, run, seed, name):
+    """A file a method's run publishes beside its checkpoint: train_log.csv, config.json or train.json."""
+    return f"{method_run_dir(section_name, dataset, run, seed)}/{name}"
 
 
 def method_checkpoint(section_name, dataset, run, seed, steps=None):
@@ -344,12 +394,16 @@ def method_metrics(section_name, dataset, name, seed):
 def method_metric_files(section_name, names):
     """Every metrics file of a method's table: each of `names` on each dataset of <section>.datasets and each
     seed of run.seeds (the table shows their mean and interval over seeds)."""
-    return [method_metrics(section_name, dataset, name, seed) for dataset in method_datasets(section_name)
-            for name in names for seed in run_seeds()]
+    return [
+        method_metrics(section_name, dataset, name, seed)
+        for dataset in method_datasets(section_name)
+        for name in names
+        for seed in run_seeds()
+    ]
 
 
 def method_report_targets(section_name, table, figures):
-    """A method's report files for `rule all`: reports/tables/<table>.{csv,md,tex}, its provenance
+    """A method's report files for the default target (all): reports/tables/<table>.{csv,md,tex}, its provenance
     record and reports/figures/<dataset>_<figure>.png per dataset; none when <section>.datasets is empty."""
     datasets = method_datasets(section_name)
     if not datasets:
@@ -360,20 +414,30 @@ def method_report_targets(section_name, table, figures):
     return targets
 
 
+def chain_shell(*calls):
+    """One job's shell command running `calls` (verbs with their arguments) in one process
+    (`aiqn chain`, as rules/score.smk), its output in the rule's log."""
+    return " ".join(["python -m aiqn --threads {threads} chain", " :: ".join(calls), "> {log} 2>&1"])
+
+
 def method_table_shell(table):
     """The shared `table` verb as a method's table rule runs it (params title, caption, paper_heading;
     input metrics, paper; output provenance)."""
-    return ("{PYTHON} --threads {threads} table --name " + table
-            + " --title {params.title:q} --caption {params.caption:q}"
-            " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
-            " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1")
+    return (
+        f"python -m aiqn --threads {{threads}} table --name {table}"
+        " --title {params.title:q} --caption {params.caption:q}"
+        " --paper-heading {params.paper_heading:q} --metrics {input.metrics} --paper {input.paper}"
+        " --out-dir reports/tables --provenance {output.provenance} > {log} 2>&1"
+    )
 
 
 def pixelcnn_train_shell(run_dir):
     """The PixelCNN method's `train` verb (aiqn.methods.pixeliqn; rules/train.smk) run by another method's
     rule: params model_config (a PixelCNNConfig, JSON), train_config (a pixeliqn TrainConfig, JSON) and
     device; state in state/<run_dir>, the checkpoints in results/<run_dir>."""
-    return ("{PYTHON} --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
-            " --model-config {params.model_config:q} --train-config {params.train_config:q}"
-            f" --state-dir state/{run_dir} --out-dir results/{run_dir}"
-            " --device {params.device} --no-progress > {log} 2>&1")
+    return (
+        "python -m aiqn --threads {threads} train --dataset {wildcards.dataset} --data {input.train}"
+        " --model-config {params.model_config:q} --train-config {params.train_config:q}"
+        f" --state-dir state/{run_dir} --out-dir results/{run_dir}"
+        " --device {params.device} --no-progress > {log} 2>&1"
+    )

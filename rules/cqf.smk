@@ -13,12 +13,9 @@
 #                    reports/provenance/cqf_table1.json
 #   cqf_figures   -> reports/figures/{dataset}_cqf_samples.png (+ .png.json), {dataset}_cqf_curves.png (first seed)
 # Everything lives under results/cqf/, which no other rule's pattern matches.
-import shlex
 
-from aiqn.methods.cqf.verbs import VARIANTS as CQF_VARIANTS  # train-cqf --variant, in the paper's order
 
-check_method_datasets("cqf")
-METHOD_TARGETS.append(lambda: method_report_targets("cqf", "cqf_table1", figures=("cqf_samples", "cqf_curves")))
+include: "helpers/cqf.smk"
 
 
 rule train_cqf:
@@ -26,24 +23,26 @@ rule train_cqf:
         train="data/processed/{dataset}/train.npz",
     output:
         checkpoint=method_checkpoint("cqf", "{dataset}", "{variant}", "{seed}"),
-        log_csv=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/train_log.csv",
-        config=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/config.json",
-        record=method_run_dir("cqf", "{dataset}", "{variant}", "{seed}") + "/train.json",
+        log_csv=method_run_file("cqf", "{dataset}", "{variant}", "{seed}", "train_log.csv"),
+        config=method_run_file("cqf", "{dataset}", "{variant}", "{seed}", "config.json"),
+        record=method_run_file("cqf", "{dataset}", "{variant}", "{seed}", "train.json"),
+    log:
+        "logs/cqf/train/{dataset}/{variant}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_cqf/{dataset}/{variant}/{seed}.tsv"
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         architecture=as_json(config["cqf"]["architecture"]),
         train_config=lambda w: as_json(method_train_section("cqf", w.seed)),
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/cqf/train/{dataset}/{variant}/seed-{seed}.log",
-    benchmark:
-        "logs/cqf/bench/train_{dataset}_{variant}_seed-{seed}.tsv"
     shell:
-        "{PYTHON} --threads {threads} train-cqf --dataset {wildcards.dataset} --data {input.train}"
+        "python -m aiqn --threads {threads} train-cqf --dataset {wildcards.dataset} --data {input.train}"
         " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
         " --state-dir state/cqf/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed}"
         " --out-dir results/cqf/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed} --device {params.device}"
@@ -59,36 +58,43 @@ rule score_cqf:
         checkpoint=lambda w: method_checkpoint("cqf", w.dataset, w.variant, w.seed),
     output:
         samples=method_samples("cqf", "{dataset}", "{variant}", "{seed}"),
-        meta=method_samples("cqf", "{dataset}", "{variant}", "{seed}") + ".json",
+        meta=f"{method_samples('cqf', '{dataset}', '{variant}', '{seed}')}.json",
         metrics=method_metrics("cqf", "{dataset}", "{variant}", "{seed}"),
+    log:
+        "logs/cqf/score/{dataset}/{variant}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/score_cqf/{dataset}/{variant}/{seed}.tsv"
     wildcard_constraints:
         variant="|".join(CQF_VARIANTS),
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         n=config["sampling"]["n_samples"],
         seed=config["sampling"]["seed"],
         sample_batch_size=config["sampling"]["batch_size"],
         # the full density model's noise is off by default (and never for gan, which has none)
-        noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"]
-                         and w.variant != "gan" else ""),
+        noise=lambda w: ("--decoder-noise" if config["cqf"]["sampling"]["decoder_noise"] and w.variant != "gan" else ""),
         importance_samples=config["cqf"]["evaluation"]["importance_samples"],
         bpd_seed=config["cqf"]["evaluation"]["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/cqf/score/{dataset}/{variant}/seed-{seed}.log",
-    benchmark:
-        "logs/cqf/bench/score_{dataset}_{variant}_seed-{seed}.tsv"
     shell:
-        "{PYTHON} --threads {threads} chain"
-        " sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
-        " --batch-size {params.sample_batch_size} {params.noise} --device {params.device} --out {output.samples}"
-        " :: " + evaluate_call("{wildcards.dataset}", "{wildcards.variant}", "{output.samples}", "{input.checkpoint}",
-                               "score_cqf", "dataset={wildcards.dataset},variant={wildcards.variant},seed={wildcards.seed}",
-                               "{output.metrics}",
-                               extra="--importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}")
-        + " > {log} 2>&1"
+        chain_shell(
+            "sample-cqf --checkpoint {input.checkpoint} --n {params.n} --seed {params.seed}"
+            " --batch-size {params.sample_batch_size} {params.noise} --device {params.device} --out {output.samples}",
+            evaluate_call(
+                "{wildcards.dataset}",
+                "{wildcards.variant}",
+                "{output.samples}",
+                "{input.checkpoint}",
+                "score_cqf",
+                "dataset={wildcards.dataset},variant={wildcards.variant},seed={wildcards.seed}",
+                "{output.metrics}",
+                extra="--importance-samples {params.importance_samples} --bpd-seed {params.bpd_seed}",
+            ),
+        )
 
 
 rule cqf_table1:
@@ -101,6 +107,12 @@ rule cqf_table1:
         md="reports/tables/cqf_table1.md",
         tex="reports/tables/cqf_table1.tex",
         provenance="reports/provenance/cqf_table1.json",
+    log:
+        "logs/cqf/table.log",
+    benchmark:
+        "logs/benchmarks/cqf_table1.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         title="CQF Table 1 (analogue): coverage and quality driven training, ablation",
         caption=(
@@ -112,10 +124,6 @@ rule cqf_table1:
             "is the floor."
         ),
         paper_heading="Paper (Shmelkov et al. 2018, Table 1: CIFAR-10, Inception-v3)",
-    log:
-        "logs/cqf/table.log",
-    benchmark:
-        "logs/cqf/bench/table.tsv"
     shell:
         method_table_shell("cqf_table1")
 
@@ -124,28 +132,45 @@ rule cqf_figures:
     input:
         real=rules.prepare_data.output.test,
         samples=lambda w: [method_samples("cqf", w.dataset, variant, figure_seed()) for variant in CQF_VARIANTS],
-        samples_meta=lambda w: [method_samples("cqf", w.dataset, variant, figure_seed()) + ".json"
-                                for variant in CQF_VARIANTS],
-        train_logs=lambda w: [f"{method_run_dir('cqf', w.dataset, variant, figure_seed())}/{name}"
-                              for variant in CQF_VARIANTS
-                              for name in ("train_log.csv", "config.json")],
+        samples_meta=lambda w: [
+            f"{method_samples('cqf', w.dataset, variant, figure_seed())}.json" for variant in CQF_VARIANTS
+        ],
+        train_logs=lambda w: [
+            f"{method_run_dir('cqf', w.dataset, variant, figure_seed())}/{name}"
+            for variant in CQF_VARIANTS
+            for name in ("train_log.csv", "config.json")
+        ],
     output:
-        grid=report("reports/figures/{dataset}_cqf_samples.png", caption="../report/cqf_samples.rst",
-                    category="CQF", subcategory="{dataset}"),
+        grid=report(
+            "reports/figures/{dataset}_cqf_samples.png",
+            caption="../report/cqf_samples.rst",
+            category="CQF",
+            subcategory="{dataset}",
+        ),
         record="reports/figures/{dataset}_cqf_samples.png.json",
-        curves=report("reports/figures/{dataset}_cqf_curves.png", caption="../report/cqf_curves.rst",
-                      category="CQF", subcategory="{dataset}"),
-    params:
-        samples=lambda w: " ".join(shlex.quote(f"{variant}={method_samples('cqf', w.dataset, variant, figure_seed())}")
-                                   for variant in CQF_VARIANTS),
-        train_logs=lambda w: " ".join(f"{variant}={method_run_dir('cqf', w.dataset, variant, figure_seed())}/train_log.csv"
-                                      for variant in CQF_VARIANTS),
-        grid_n=config["report"]["grid_n"],
+        curves=report(
+            "reports/figures/{dataset}_cqf_curves.png",
+            caption="../report/cqf_curves.rst",
+            category="CQF",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/cqf/figures_{dataset}.log",
     benchmark:
-        "logs/cqf/bench/figures_{dataset}.tsv"
+        "logs/benchmarks/cqf_figures/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        samples=lambda w: " ".join(
+            shlex.quote(f"{variant}={method_samples('cqf', w.dataset, variant, figure_seed())}")
+            for variant in CQF_VARIANTS
+        ),
+        train_logs=lambda w: " ".join(
+            f"{variant}={method_run_dir('cqf', w.dataset, variant, figure_seed())}/train_log.csv"
+            for variant in CQF_VARIANTS
+        ),
+        grid_n=config["report"]["grid_n"],
     shell:
-        "{PYTHON} --threads {threads} cqf-figures --dataset {wildcards.dataset} --real {input.real}"
+        "python -m aiqn --threads {threads} cqf-figures --dataset {wildcards.dataset} --real {input.real}"
         " --samples {params.samples} --train-logs {params.train_logs} --grid-n {params.grid_n}"
         " --grid-out {output.grid} --loss-out {output.curves} > {log} 2>&1"

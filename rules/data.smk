@@ -9,13 +9,17 @@ rule prepare_data:
         val="data/processed/{dataset}/val.npz",
         test="data/processed/{dataset}/test.npz",
         meta="data/processed/{dataset}/meta.json",
+    log:
+        "logs/prepare_data/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/prepare_data/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         options=lambda w: as_json(config["datasets"][w.dataset]),
         validation=as_json(config["validation"]),
-    log:
-        "logs/prepare_data/{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
+        "python -m aiqn --threads {threads} prepare --dataset {wildcards.dataset} --raw-dir data/raw/{wildcards.dataset}"
         " --out-dir data/processed/{wildcards.dataset} --options {params.options:q}"
         " --validation {params.validation:q} > {log} 2>&1"
 
@@ -26,13 +30,17 @@ rule prepare_data:
 rule download:
     output:
         "data/raw/{group}/{filename}",
+    log:
+        "logs/download/{group}/{filename}.log",
+    benchmark:
+        "logs/benchmarks/download/{group}/{filename}.tsv"
     wildcard_constraints:
         group=r"[A-Za-z0-9_-]+",
         filename=r"[^/]+",
-    log:
-        "logs/download/{group}/{filename}.log",
+    conda:
+        "../envs/aiqn.yaml"
     shell:
-        "{PYTHON} download --group {wildcards.group} --file {wildcards.filename} --raw-dir data/raw/{wildcards.group}"
+        "python -m aiqn download --group {wildcards.group} --file {wildcards.filename} --raw-dir data/raw/{wildcards.group}"
         " > {log} 2>&1"
 
 
@@ -44,11 +52,15 @@ rule track_raw:
         lambda w: INCEPTION_WEIGHTS if w.group == "inception" else f"data/processed/{w.group}/meta.json",
     output:
         "data/raw/{group}.dvc",
-    wildcard_constraints:
-        group=r"[A-Za-z0-9_-]+",
-    resources:
-        dvc_lock=1,
     log:
         "logs/track_raw/{group}.log",
+    benchmark:
+        "logs/benchmarks/track_raw/{group}.tsv"
+    wildcard_constraints:
+        group=r"[A-Za-z0-9_-]+",
+    conda:
+        "../envs/aiqn.yaml"
+    resources:
+        dvc_lock=1,
     shell:
         "dvc add --quiet data/raw/{wildcards.group} > {log} 2>&1"

@@ -12,19 +12,23 @@ rule reference_stats:
         data=rules.prepare_data.output.train,
     output:
         "results/reference/{dataset}/{extractor}_{n}.npz",
+    log:
+        "logs/reference_stats/{dataset}/{extractor}_{n}.log",
+    benchmark:
+        "logs/benchmarks/reference_stats/{dataset}/{extractor}/{n}.tsv"
+    wildcard_constraints:
+        n=r"\d+",
+    conda:
+        "../envs/aiqn.yaml"
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         seed=config["evaluation"]["reference_seed"],
         kind=extractor_kind(),
         batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
-    wildcard_constraints:
-        n=r"\d+",
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/reference_stats/{dataset}/{extractor}_{n}.log",
     shell:
-        "{PYTHON} --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
+        "python -m aiqn --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
         " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --data {input.data} --n {wildcards.n} --seed {params.seed} --out {output}"
         " > {log} 2>&1"
@@ -38,17 +42,21 @@ rule validation_stats:
         data=rules.prepare_data.output.val,
     output:
         "results/reference/{dataset}/{extractor}_val.npz",
+    log:
+        "logs/reference_stats/{dataset}/{extractor}_val.log",
+    benchmark:
+        "logs/benchmarks/validation_stats/{dataset}/{extractor}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         seed=config["evaluation"]["reference_seed"],
         kind=extractor_kind(),
         batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/reference_stats/{dataset}/{extractor}_val.log",
     shell:
-        "{PYTHON} --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
+        "python -m aiqn --threads {threads} reference-stats --dataset {wildcards.dataset} --extractor {input.extractor}"
         " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --data {input.data} --n 0 --split val --seed {params.seed} --out {output}"
         " > {log} 2>&1"
@@ -61,16 +69,20 @@ rule reference_features:
         test=rules.prepare_data.output.test,
     output:
         "results/reference/{dataset}/{extractor}_features.npz",
+    log:
+        "logs/reference_features/{dataset}/{extractor}.log",
+    benchmark:
+        "logs/benchmarks/reference_features/{dataset}/{extractor}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         kind=extractor_kind(),
         batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/reference_features/{dataset}/{extractor}.log",
     shell:
-        "{PYTHON} --threads {threads} reference-features --dataset {wildcards.dataset} --extractor {input.extractor}"
+        "python -m aiqn --threads {threads} reference-features --dataset {wildcards.dataset} --extractor {input.extractor}"
         " --extractor-name {wildcards.extractor} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --train {input.train} --test {input.test} --out {output} > {log} 2>&1"
 
@@ -85,6 +97,14 @@ rule evaluate_real:
         dataset_meta=rules.prepare_data.output.meta,
     output:
         real_data_metrics("{dataset}"),
+    log:
+        "logs/evaluate_real/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/evaluate_real/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         splits=config["evaluation"]["is_splits"],
         comparison=lambda w: comparison_args(w.dataset),
@@ -92,12 +112,8 @@ rule evaluate_real:
         kind=extractor_kind(),
         batch_size=config["evaluation"]["batch_size"],
         device=config["device"],
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/evaluate_real/{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test}"
+        "python -m aiqn --threads {threads} evaluate-real --dataset {wildcards.dataset} --test {input.test}"
         " --extractor {input.extractor} --extractor-name {params.name} --extractor-kind {params.kind}"
         " --batch-size {params.batch_size} --device {params.device} --reference {input.reference}"
         " --splits {params.splits} {params.comparison} --dataset-meta {input.dataset_meta}"

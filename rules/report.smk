@@ -4,16 +4,7 @@
 # density, class grids and the memorisation figure show the first seed's final checkpoint.
 
 
-def final_checkpoint(dataset, model, seed=None):
-    """A model's final checkpoint, of `seed` (default: figure_seed())."""
-    seed = figure_seed() if seed is None else seed
-    return f"{run_dir(dataset, model, seed)}/ckpt_{final_step(dataset, model)}.pt"
-
-
-def final_samples(dataset, model, seed=None):
-    """The samples of a model's final checkpoint, of `seed` (default: figure_seed())."""
-    return samples_path(dataset, model, figure_seed() if seed is None else seed, final_step(dataset, model))
-
+include: "helpers/report.smk"
 
 
 rule table1:
@@ -24,12 +15,15 @@ rule table1:
         csv=report("reports/tables/table1.csv", caption="../report/table1.rst", category="Table 1"),
         md="reports/tables/table1.md",
         tex="reports/tables/table1.tex",
-        summary="reports/metrics.json",
         provenance="reports/provenance/table1.json",
     log:
         "logs/report/table1.log",
+    benchmark:
+        "logs/benchmarks/table1.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     shell:
-        "{PYTHON} --threads {threads} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables --summary {output.summary}"
+        "python -m aiqn --threads {threads} table --metrics {input.metrics} --paper {input.paper} --out-dir reports/tables"
         " --provenance {output.provenance} > {log} 2>&1"
 
 
@@ -37,43 +31,49 @@ rule figures:
     input:
         real=rules.prepare_data.output.test,
         samples=lambda w: [final_samples(w.dataset, m) for m in models_for(w.dataset)],
-        train_logs=lambda w: [f"{run_dir(w.dataset, m, figure_seed())}/{name}" for m in models_for(w.dataset)
-                              for name in ("train_log.csv", "config.json")],
+        train_logs=lambda w: [
+            f"{run_dir(w.dataset, m, figure_seed())}/{name}"
+            for m in models_for(w.dataset)
+            for name in ("train_log.csv", "config.json")
+        ],
         metrics=lambda w: metric_files(w.dataset),
     output:
-        grid=report("reports/figures/{dataset}_samples.png", caption="../report/samples.rst",
-                    category="Figures", subcategory="{dataset}"),
-        curves=report("reports/figures/{dataset}_training_curves.png", caption="../report/training_curves.rst",
-                      category="Figures", subcategory="{dataset}"),
-        loss=report("reports/figures/{dataset}_loss.png", caption="../report/loss.rst", category="Figures",
-                    subcategory="{dataset}"),
-    params:
-        samples=lambda w: " ".join(
-            f"{m}={final_samples(w.dataset, m)}" for m in models_for(w.dataset)
+        grid=report(
+            "reports/figures/{dataset}_samples.png",
+            caption="../report/samples.rst",
+            category="Figures",
+            subcategory="{dataset}",
         ),
+        curves=report(
+            "reports/figures/{dataset}_training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+        loss=report(
+            "reports/figures/{dataset}_loss.png",
+            caption="../report/loss.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/report/figures_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/figures/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        samples=lambda w: " ".join(f"{m}={final_samples(w.dataset, m)}" for m in models_for(w.dataset)),
         train_logs=lambda w: " ".join(
             f"{m}={run_dir(w.dataset, m, figure_seed())}/train_log.csv" for m in models_for(w.dataset)
         ),
         grid_n=config["report"]["grid_n"],
         variants=lambda w: " ".join(f"{m}={base_model(m)}" for m in models_for(w.dataset) if base_model(m) != m),
-    log:
-        "logs/report/figures_{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
+        "python -m aiqn --threads {threads} figures --dataset {wildcards.dataset} --real {input.real} --samples {params.samples}"
         " --train-logs {params.train_logs} --metrics {input.metrics} --grid-n {params.grid_n}"
         " --grid-out {output.grid} --curves-out {output.curves} --loss-out {output.loss}"
         " --variants {params.variants} > {log} 2>&1"
-
-
-def generative_samples(dataset):
-    """name -> final samples (of the figure seed) of every generative model that runs on `dataset`: Table 1's
-    models, and the AIQN-VAE's and CQF's rows where their sections list the dataset."""
-    samples = {m: final_samples(dataset, m) for m in models_for(dataset)}
-    if dataset in method_datasets("vae"):
-        samples.update({row: method_samples("vae", dataset, row, figure_seed()) for row in VAE_ROWS})
-    if dataset in method_datasets("cqf"):
-        samples.update({variant: method_samples("cqf", dataset, variant, figure_seed()) for variant in CQF_VARIANTS})
-    return samples
 
 
 # The memorisation check's figure: every model's samples' distances to the nearest training image
@@ -86,8 +86,18 @@ rule memorisation_figure:
         features=lambda w: features_path(w.dataset),
         extractor=lambda w: extractor_path(w.dataset),
     output:
-        report("reports/figures/{dataset}_memorisation.png", caption="../report/memorisation.rst",
-               category="Figures", subcategory="{dataset}"),
+        report(
+            "reports/figures/{dataset}_memorisation.png",
+            caption="../report/memorisation.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/report/memorisation_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/memorisation_figure/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         samples=lambda w: " ".join(f"{name}={path}" for name, path in generative_samples(w.dataset).items()),
         name=lambda w: extractor_name(w.dataset),
@@ -95,22 +105,11 @@ rule memorisation_figure:
         batch_size=config["evaluation"]["batch_size"],
         percentile=config["evaluation"]["memorisation_percentile"],
         device=config["device"],
-    log:
-        "logs/report/memorisation_{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} memorisation-figure --dataset {wildcards.dataset} --samples {params.samples}"
+        "python -m aiqn --threads {threads} memorisation-figure --dataset {wildcards.dataset} --samples {params.samples}"
         " --train {input.train} --features {input.features} --extractor {input.extractor}"
         " --extractor-name {params.name} --extractor-kind {params.kind} --batch-size {params.batch_size}"
         " --device {params.device} --percentile {params.percentile} --out {output} > {log} 2>&1"
-
-
-def claim_tables():
-    """name -> long CSV of every generated table a claim of paper/claims.yaml can read in this run."""
-    tables = {"table1": "reports/tables/table1.csv"}
-    for section, table in (("vae", "aiqn_vae"), ("agave", "agave_table1"), ("cqf", "cqf_table1")):
-        if method_datasets(section):
-            tables[table] = f"reports/tables/{table}.csv"
-    return tables
 
 
 # The claims of the three papers (paper/claims.yaml) tested on the generated tables: a verdict per
@@ -125,12 +124,16 @@ rule claims:
         csv=report("reports/tables/claims.csv", caption="../report/claims.rst", category="0. Claims and verdicts"),
         md="reports/tables/claims.md",
         provenance="reports/provenance/claims.json",
-    params:
-        tables=" ".join(f"{name}={path}" for name, path in claim_tables().items()),
     log:
         "logs/report/claims.log",
+    benchmark:
+        "logs/benchmarks/claims.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        tables=" ".join(f"{name}={path}" for name, path in claim_tables().items()),
     shell:
-        "{PYTHON} claims --claims {input.claims} --tables {params.tables} --out-dir reports/tables"
+        "python -m aiqn claims --claims {input.claims} --tables {params.tables} --out-dir reports/tables"
         " --provenance {output.provenance} > {log} 2>&1"
 
 
@@ -141,14 +144,22 @@ rule class_grid:
         samples=lambda w: final_samples(w.dataset, w.model),
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        report("reports/figures/{dataset}_{model}_classes.png", caption="../report/class_grid.rst",
-               category="Figures", subcategory="{dataset}"),
-    params:
-        per_class=config["report"]["class_grid_per_class"],
+        report(
+            "reports/figures/{dataset}_{model}_classes.png",
+            caption="../report/class_grid.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/report/class_grid_{dataset}_{model}.log",
+    benchmark:
+        "logs/benchmarks/class_grid/{dataset}/{model}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        per_class=config["report"]["class_grid_per_class"],
     shell:
-        "{PYTHON} class-grid --dataset {wildcards.dataset} --model {wildcards.model} --samples {input.samples}"
+        "python -m aiqn class-grid --dataset {wildcards.dataset} --model {wildcards.model} --samples {input.samples}"
         " --dataset-meta {input.dataset_meta} --per-class {params.per_class} --out {output} > {log} 2>&1"
 
 
@@ -159,8 +170,21 @@ rule inpainting:
         checkpoints=lambda w: [final_checkpoint(w.dataset, m) for m in models_for(w.dataset)],
     output:
         npz="results/inpainting/{dataset}.npz",
-        figure=report("reports/figures/{dataset}_inpainting.png", caption="../report/inpainting.rst",
-                      category="Figures", subcategory="{dataset}"),
+        figure=report(
+            "reports/figures/{dataset}_inpainting.png",
+            caption="../report/inpainting.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/report/inpainting_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/inpainting/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         checkpoints=lambda w: " ".join(f"{m}={final_checkpoint(w.dataset, m)}" for m in models_for(w.dataset)),
         n_images=config["inpainting"]["n_images"],
@@ -169,13 +193,8 @@ rule inpainting:
         seed=config["inpainting"]["seed"],
         method=config["sampling"]["method"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/report/inpainting_{dataset}.log",
     shell:
-        "{PYTHON} --threads {threads} inpaint --dataset {wildcards.dataset} --test {input.test}"
+        "python -m aiqn --threads {threads} inpaint --dataset {wildcards.dataset} --test {input.test}"
         " --checkpoints {params.checkpoints} --n-images {params.n_images} --completions {params.completions}"
         " --known-rows {params.known_rows} --seed {params.seed} --method {params.method} --device {params.device}"
         " --out-npz {output.npz} --out-png {output.figure} > {log} 2>&1"
@@ -188,18 +207,26 @@ rule density:
         checkpoint=lambda w: final_checkpoint(w.dataset, w.model),
     output:
         npz="results/density/{dataset}/{model}.npz",
-        figure=report("reports/figures/{dataset}_{model}_density.png", caption="../report/density.rst",
-                      category="Figures", subcategory="{dataset}"),
+        figure=report(
+            "reports/figures/{dataset}_{model}_density.png",
+            caption="../report/density.rst",
+            category="Figures",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/report/density_{dataset}_{model}.log",
+    benchmark:
+        "logs/benchmarks/density/{dataset}/{model}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         seed=config["sampling"]["seed"],
         method=config["sampling"]["method"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/report/density_{dataset}_{model}.log",
     shell:
-        "{PYTHON} --threads {threads} density --checkpoint {input.checkpoint} --n 16 --seed {params.seed}"
+        "python -m aiqn --threads {threads} density --checkpoint {input.checkpoint} --n 16 --seed {params.seed}"
         " --method {params.method} --device {params.device} --out-npz {output.npz} --out-png {output.figure}"
         " > {log} 2>&1"

@@ -7,27 +7,7 @@
 # when it is run again.
 
 
-def score_calls(dataset, model, seed):
-    """The chained `sample` and `evaluate` calls of every checkpoint of (dataset, model) trained with `seed`."""
-    sampling = config["sampling"]
-    calls = []
-    for step in checkpoint_steps(dataset, model):
-        ckpt = f"{run_dir(dataset, model, seed)}/ckpt_{step}.pt"
-        samples = samples_path(dataset, model, seed, step)
-        calls.append(
-            f"sample --checkpoint {ckpt} --n {sampling['n_samples']} --batch-size {sampling['batch_size']}"
-            f" --seed {sampling['seed']} --method {sampling['method']}"
-            f" --shard-dir state/samples/{dataset}/{model}/seed-{seed}/{step} --device {config['device']} --out {samples}"
-            " --no-progress")
-        calls.append(evaluate_call(dataset, model, samples, ckpt, score_rule_name(dataset, model),
-                                   f"dataset={dataset},model={model},seed={seed},step={step}",
-                                   metrics_path(dataset, model, seed, step),
-                                   final=step == final_step(dataset, model)))
-    return " :: ".join(calls)
-
-
-def score_rule_name(dataset, model):
-    return f"score_{dataset}_{model}".replace("-", "_")
+include: "helpers/score.smk"
 
 
 # One rule per (dataset, model), like training (rules/train.smk): its outputs are that model's
@@ -38,18 +18,26 @@ for _dataset, _model in run_pairs():
         name:
             score_rule_name(_dataset, _model)
         input:
-            checkpoints=[f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)],
             **scoring_inputs(_dataset),
+            checkpoints=[
+                f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{s}.pt" for s in checkpoint_steps(_dataset, _model)
+            ],
         output:
             samples=[samples_path(_dataset, _model, "{seed}", s) for s in checkpoint_steps(_dataset, _model)],
-            samples_meta=[samples_path(_dataset, _model, "{seed}", s) + ".json" for s in checkpoint_steps(_dataset, _model)],
+            samples_meta=[
+                f"{samples_path(_dataset, _model, '{seed}', s)}.json" for s in checkpoint_steps(_dataset, _model)
+            ],
             metrics=[metrics_path(_dataset, _model, "{seed}", s) for s in checkpoint_steps(_dataset, _model)],
-        params:
-            calls=lambda w, dataset=_dataset, model=_model: score_calls(dataset, model, w.seed),
+        log:
+            f"logs/score/{_dataset}/{_model}/seed-{{seed}}.log",
+        benchmark:
+            f"logs/benchmarks/{score_rule_name(_dataset, _model)}/{{seed}}.tsv"
+        conda:
+            "../envs/aiqn.yaml"
         threads: 1
         resources:
             gpu=1 if uses_gpu() else 0,
-        log:
-            f"logs/score/{_dataset}/{_model}/seed-{{seed}}.log",
+        params:
+            calls=lambda w, dataset=_dataset, model=_model: score_calls(dataset, model, w.seed),
         shell:
-            "{PYTHON} --threads {threads} chain {params.calls} > {log} 2>&1"
+            "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"

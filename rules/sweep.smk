@@ -8,11 +8,9 @@
 # With sweep.eta = 1 there is one rung at the full budget: the exhaustive sweep of the paper.
 # Every trial writes its own file; a trial that failed for a transient reason (e.g. out of
 # memory) is rerun by the next invocation (its `attempt` param changes), a diverged one is not.
-import os
 
-from aiqn.methods.pixeliqn.sweep import rung_budgets, survivors, trial_name
 
-SWEEP = config["sweep"]
+include: "helpers/sweep.smk"
 
 
 wildcard_constraints:
@@ -20,77 +18,21 @@ wildcard_constraints:
     trial=r"t\d\d\d+",
 
 
-def sweep_on(dataset, model):
-    """Whether the model's configuration on this dataset comes from a sweep."""
-    return dataset in SWEEP["datasets"] and model in SWEEP["models"]
-
-
-def sweep_choice(dataset, model):
-    """The selected.json whose choice a model trains with: its own sweep's, else (a variant
-    without a sweep of its own) its base model's; None without either."""
-    for source in (model, base_model(model)):
-        if sweep_on(dataset, source):
-            return f"results/sweeps/{dataset}/{source}/selected.json"
-    return None
-
-
-def sweep_pairs():
-    return [(dataset, model) for dataset, model in run_pairs() if sweep_on(dataset, model)]
-
-
-def sweep_budgets():
-    """Steps at the end of each rung (one rung: exhaustive)."""
-    return rung_budgets(SWEEP["steps"], SWEEP["n_configs"], SWEEP["eta"], SWEEP["min_steps"])
-
-
-def rung_trials(dataset, model, rung):
-    """Trials a rung trains: all for rung 0, else those the previous rung promoted."""
-    if rung == 0:
-        return [trial_name(i) for i in range(SWEEP["n_configs"])]
-    decision = checkpoints.sweep_rung.get(dataset=dataset, model=model, rung=str(rung - 1)).output[0]
-    with open(decision) as handle:
-        return json.load(handle)["promoted"]
-
-
-def rung_results(dataset, model, rung):
-    return [f"results/sweeps/{dataset}/{model}/rung{rung}/{t}.json" for t in rung_trials(dataset, model, rung)]
-
-
-def all_rung_results(w):
-    return [f for rung in range(len(sweep_budgets())) for f in rung_results(w.dataset, w.model, rung)]
-
-
-def trial_attempt(w):
-    """1 for a new trial; the recorded attempt for a finished or diverged one; one more for one
-    that failed for a transient reason, so that Snakemake's params trigger reruns it."""
-    path = f"results/sweeps/{w.dataset}/{w.model}/rung{w.rung}/{w.trial}.json"
-    if not os.path.exists(path):
-        return 1
-    with open(path) as handle:
-        record = json.load(handle)
-    attempt = int(record.get("attempt", 1))
-    return attempt + 1 if record.get("retry") else attempt
-
-
-def sweep_targets():
-    targets = []
-    for dataset, model in sweep_pairs():
-        targets += [f"results/sweeps/{dataset}/{model}/selected.json", f"reports/sweeps/{dataset}_{model}.csv",
-                    f"reports/figures/{dataset}_{model}_sweep.png"]
-    return targets
-
-
 rule sweep_configs:
     output:
         "results/sweeps/{dataset}/{model}/configs.tsv",
+    log:
+        "logs/sweep/{dataset}/{model}/configs.log",
+    benchmark:
+        "logs/benchmarks/sweep_configs/{dataset}/{model}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         space=lambda w: as_json(SWEEP["spaces"][w.model]),
         n=SWEEP.get("n_configs", 0),
         seed=SWEEP["seed"],
-    log:
-        "logs/sweep/{dataset}/{model}/configs.log",
     shell:
-        "{PYTHON} sweep-configs --model {wildcards.model} --space {params.space:q} --n {params.n}"
+        "python -m aiqn sweep-configs --model {wildcards.model} --space {params.space:q} --n {params.n}"
         " --seed {params.seed} --out {output} > {log} 2>&1"
 
 
@@ -102,6 +44,15 @@ rule sweep_trial:
         reference=lambda w: validation_reference_path(w.dataset),  # trials are ranked on the validation split
     output:
         "results/sweeps/{dataset}/{model}/rung{rung}/{trial}.json",
+    log:
+        "logs/sweep/{dataset}/{model}/rung{rung}/{trial}.log",
+    benchmark:
+        "logs/benchmarks/sweep_trial/{dataset}/{model}/{rung}/{trial}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         model_config=lambda w: model_config_json(w.dataset, w.model),
         base_train=lambda w: as_json(train_section(w.dataset, w.model)),
@@ -116,13 +67,8 @@ rule sweep_trial:
         name=lambda w: extractor_name(w.dataset),
         kind=extractor_kind(),
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/sweep/{dataset}/{model}/rung{rung}/{trial}.log",
     shell:
-        "{PYTHON} --threads {threads} sweep-trial --dataset {wildcards.dataset} --model {wildcards.model}"
+        "python -m aiqn --threads {threads} sweep-trial --dataset {wildcards.dataset} --model {wildcards.model}"
         " --trial {wildcards.trial} --rung {wildcards.rung} --attempt {params.attempt} --configs {input.configs}"
         " --data {input.train} --model-config {params.model_config:q} --base-train {params.base_train:q}"
         " --steps {params.steps} --budgets {params.budgets} --n-samples {params.n_samples}"
@@ -138,14 +84,18 @@ checkpoint sweep_rung:
         lambda w: rung_results(w.dataset, w.model, int(w.rung)),
     output:
         "results/sweeps/{dataset}/{model}/rung{rung}.json",
+    log:
+        "logs/sweep/{dataset}/{model}/rung{rung}.log",
+    benchmark:
+        "logs/benchmarks/sweep_rung/{dataset}/{model}/{rung}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         keep=lambda w: survivors(SWEEP["n_configs"], SWEEP["eta"], int(w.rung) + 1),
         budget=lambda w: sweep_budgets()[int(w.rung)],
         metric=SWEEP["metric"],
-    log:
-        "logs/sweep/{dataset}/{model}/rung{rung}.log",
     shell:
-        "{PYTHON} sweep-rung --results {input} --metric {params.metric:q} --keep {params.keep}"
+        "python -m aiqn sweep-rung --results {input} --metric {params.metric:q} --keep {params.keep}"
         " --rung {wildcards.rung} --budget {params.budget} --out {output} > {log} 2>&1"
 
 
@@ -155,13 +105,17 @@ rule sweep_select:
         results=all_rung_results,
     output:
         "results/sweeps/{dataset}/{model}/selected.json",
+    log:
+        "logs/sweep/{dataset}/{model}/select.log",
+    benchmark:
+        "logs/benchmarks/sweep_select/{dataset}/{model}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         metric=SWEEP["metric"],
         eta=SWEEP["eta"],
-    log:
-        "logs/sweep/{dataset}/{model}/select.log",
     shell:
-        "{PYTHON} sweep-select --decisions {input.decisions} --results {input.results} --metric {params.metric:q}"
+        "python -m aiqn sweep-select --decisions {input.decisions} --results {input.results} --metric {params.metric:q}"
         " --eta {params.eta} --out {output} > {log} 2>&1"
 
 
@@ -172,11 +126,14 @@ rule sweep_report:
     output:
         csv=report("reports/sweeps/{dataset}_{model}.csv", caption="../report/sweep.rst", category="Sweeps"),
         md="reports/sweeps/{dataset}_{model}.md",
-        figure=report("reports/figures/{dataset}_{model}_sweep.png", caption="../report/sweep.rst",
-                      category="Sweeps"),
+        figure=report("reports/figures/{dataset}_{model}_sweep.png", caption="../report/sweep.rst", category="Sweeps"),
     log:
         "logs/sweep/{dataset}/{model}/report.log",
+    benchmark:
+        "logs/benchmarks/sweep_report/{dataset}/{model}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     shell:
-        "{PYTHON} --threads {threads} sweep-report --dataset {wildcards.dataset} --model {wildcards.model}"
+        "python -m aiqn --threads {threads} sweep-report --dataset {wildcards.dataset} --model {wildcards.model}"
         " --selected {input.selected} --results {input.results} --csv {output.csv} --md {output.md}"
         " --figure {output.figure} > {log} 2>&1"

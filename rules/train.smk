@@ -11,13 +11,17 @@ rule train_classifier:
     output:
         model="results/extractors/{dataset}/classifier.pt",
         report="results/extractors/{dataset}/classifier.json",
-    params:
-        cfg=lambda w: as_json(config["classifier"]),
-    threads: 1
     log:
         "logs/train_classifier/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/train_classifier/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    params:
+        cfg=lambda w: as_json(config["classifier"]),
     shell:
-        "{PYTHON} --threads {threads} train-classifier --dataset {wildcards.dataset} --train {input.train}"
+        "python -m aiqn --threads {threads} train-classifier --dataset {wildcards.dataset} --train {input.train}"
         " --test {input.test} --config {params.cfg:q} --out {output.model} --report {output.report} > {log} 2>&1"
 
 
@@ -31,14 +35,25 @@ for _dataset, _model in run_pairs():
 
     rule:
         name:
-            f"train_{_dataset}_{_model}".replace("-", "_")
+            train_rule_name(_dataset, _model)
         input:
             train=f"data/processed/{_dataset}/train.npz",
             selected=[sweep_choice(_dataset, _model)] if sweep_choice(_dataset, _model) else [],
         output:
-            checkpoints=[f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)],
+            checkpoints=[
+                f"{run_dir(_dataset, _model, '{seed}')}/ckpt_{step}.pt" for step in checkpoint_steps(_dataset, _model)
+            ],
             log_csv=f"{run_dir(_dataset, _model, '{seed}')}/train_log.csv",
             config=f"{run_dir(_dataset, _model, '{seed}')}/config.json",
+        log:
+            f"logs/train/{_dataset}/{_model}/seed-{{seed}}.log",
+        benchmark:
+            f"logs/benchmarks/{train_rule_name(_dataset, _model)}/{{seed}}.tsv"
+        conda:
+            "../envs/aiqn.yaml"
+        threads: 1
+        resources:
+            gpu=training_gpus(_dataset, _model),
         params:
             dataset=_dataset,
             model=_model,
@@ -47,13 +62,11 @@ for _dataset, _model in run_pairs():
             device=config["device"],
             selected=f"--selected {sweep_choice(_dataset, _model)}" if sweep_choice(_dataset, _model) else "",
             class_conditional="--class-conditional" if class_conditional(_dataset, _model) else "",
-            launcher=(f"torchrun --standalone --nproc_per_node {training_gpus(_dataset, _model)} -m aiqn"
-                      if training_gpus(_dataset, _model) > 1 else PYTHON),
-        threads: 1
-        resources:
-            gpu=training_gpus(_dataset, _model),
-        log:
-            f"logs/train/{_dataset}/{_model}/seed-{{seed}}.log",
+            launcher=(
+                f"torchrun --standalone --nproc_per_node {training_gpus(_dataset, _model)} -m aiqn"
+                if training_gpus(_dataset, _model) > 1
+                else "python -m aiqn"
+            ),
         shell:
             "{params.launcher} --threads {threads} train --dataset {params.dataset} --data {input.train}"
             " --model-config {params.model_config:q} --train-config {params.train_config:q}"

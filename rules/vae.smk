@@ -6,22 +6,9 @@
 # reports/tables/aiqn_vae.* (mean and interval over seeds) and the figures
 # reports/figures/{dataset}_aiqn_vae{,_loss}.png (the first seed). Everything lives under results/vae/, which no
 # other rule's pattern matches. docs/aiqn-vae.md.
-import shlex
-from collections import namedtuple
 
-from aiqn.methods.aiqn_vae.verbs import VARIANTS as VAE_VARIANTS  # the two trained models (train-vae --variant)
 
-check_method_datasets("vae")
-METHOD_TARGETS.append(lambda: method_report_targets("vae", "aiqn_vae", figures=("aiqn_vae", "aiqn_vae_loss")))
-
-VaeRow = namedtuple("VaeRow", "name variant latents")
-# file name of a row -> its name in the table and figure, the checkpoint it decodes with, where
-# its latents come from (sample-vae --latents)
-VAE_ROWS = {
-    "vae": VaeRow("vae", "vae", "prior"),  # the VAE baseline from its N(0, I) prior
-    "aiqn-vae": VaeRow("aiqn-vae", "aiqn-vae", "aiqn"),  # tau -> AIQN -> decoder
-    "aiqn-vae-gaussian-prior": VaeRow("aiqn-vae (gaussian prior)", "aiqn-vae", "prior"),  # same decoder, N(0, I)
-}
+include: "helpers/vae.smk"
 
 
 rule train_vae:
@@ -29,24 +16,29 @@ rule train_vae:
         train="data/processed/{dataset}/train.npz",
     output:
         checkpoint=method_checkpoint("vae", "{dataset}", "{variant}", "{seed}"),
-        log_csv=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/train_log.csv",
-        config=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/config.json",
-        record=method_run_dir("vae", "{dataset}", "{variant}", "{seed}") + "/train.json",
+        log_csv=method_run_file("vae", "{dataset}", "{variant}", "{seed}", "train_log.csv"),
+        config=method_run_file("vae", "{dataset}", "{variant}", "{seed}", "config.json"),
+        record=method_run_file("vae", "{dataset}", "{variant}", "{seed}", "train.json"),
+    log:
+        "logs/vae/train/{dataset}/{variant}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/train_vae/{dataset}/{variant}/{seed}.tsv"
     wildcard_constraints:
         variant="|".join(VAE_VARIANTS),
-    params:
-        architecture=as_json(config["vae"]["architecture"]),
-        train_config=lambda w: as_json(method_train_section("vae", w.seed)),
-        aiqn_vae=lambda w: (f"--aiqn-vae-config {shlex.quote(as_json(config['vae']['aiqn_vae']))}"
-                            if w.variant == "aiqn-vae" else ""),
-        device=config["device"],
+    conda:
+        "../envs/aiqn.yaml"
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/vae/train/{dataset}/{variant}/seed-{seed}.log",
+    params:
+        architecture=as_json(config["vae"]["architecture"]),
+        train_config=lambda w: as_json(method_train_section("vae", w.seed)),
+        aiqn_vae=lambda w: (
+            f"--aiqn-vae-config {shlex.quote(as_json(config['vae']['aiqn_vae']))}" if w.variant == "aiqn-vae" else ""
+        ),
+        device=config["device"],
     shell:
-        "{PYTHON} --threads {threads} train-vae --dataset {wildcards.dataset} --data {input.train}"
+        "python -m aiqn --threads {threads} train-vae --dataset {wildcards.dataset} --data {input.train}"
         " --variant {wildcards.variant} --architecture {params.architecture:q} --train-config {params.train_config:q}"
         " {params.aiqn_vae} --state-dir state/vae/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed}"
         " --out-dir results/vae/{wildcards.dataset}/{wildcards.variant}/seed-{wildcards.seed} --device {params.device}"
@@ -61,10 +53,19 @@ rule score_vae:
         checkpoint=lambda w: method_checkpoint("vae", w.dataset, VAE_ROWS[w.row].variant, w.seed),
     output:
         samples=method_samples("vae", "{dataset}", "{row}", "{seed}"),
-        meta=method_samples("vae", "{dataset}", "{row}", "{seed}") + ".json",
+        meta=f"{method_samples('vae', '{dataset}', '{row}', '{seed}')}.json",
         metrics=method_metrics("vae", "{dataset}", "{row}", "{seed}"),
+    log:
+        "logs/vae/score/{dataset}/{row}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/score_vae/{dataset}/{row}/{seed}.tsv"
     wildcard_constraints:
         row="|".join(VAE_ROWS),
+    conda:
+        "../envs/aiqn.yaml"
+    threads: 1
+    resources:
+        gpu=1 if uses_gpu() else 0,
     params:
         latents=lambda w: VAE_ROWS[w.row].latents,
         n=config["sampling"]["n_samples"],
@@ -72,20 +73,21 @@ rule score_vae:
         sample_batch_size=config["sampling"]["batch_size"],
         model=lambda w: VAE_ROWS[w.row].name,
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=1 if uses_gpu() else 0,
-    log:
-        "logs/vae/score/{dataset}/{row}/seed-{seed}.log",
     shell:
-        "{PYTHON} --threads {threads} chain"
-        " sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
-        " --n {params.n} --seed {params.seed} --batch-size {params.sample_batch_size} --device {params.device}"
-        " --out {output.samples}"
-        " :: " + evaluate_call("{wildcards.dataset}", "{params.model:q}", "{output.samples}", "{input.checkpoint}",
-                               "score_vae",
-                               "dataset={wildcards.dataset},row={wildcards.row},seed={wildcards.seed}", "{output.metrics}")
-        + " > {log} 2>&1"
+        chain_shell(
+            "sample-vae --checkpoint {input.checkpoint} --latents {params.latents}"
+            " --n {params.n} --seed {params.seed} --batch-size {params.sample_batch_size} --device {params.device}"
+            " --out {output.samples}",
+            evaluate_call(
+                "{wildcards.dataset}",
+                "{params.model:q}",
+                "{output.samples}",
+                "{input.checkpoint}",
+                "score_vae",
+                "dataset={wildcards.dataset},row={wildcards.row},seed={wildcards.seed}",
+                "{output.metrics}",
+            ),
+        )
 
 
 rule aiqn_vae:
@@ -98,6 +100,12 @@ rule aiqn_vae:
         md="reports/tables/aiqn_vae.md",
         tex="reports/tables/aiqn_vae.tex",
         provenance="reports/provenance/aiqn_vae.json",
+    log:
+        "logs/vae/table.log",
+    benchmark:
+        "logs/benchmarks/aiqn_vae.tsv"
+    conda:
+        "../envs/aiqn.yaml"
     params:
         title="AIQN-VAE (appendix, Figure 9 analogue)",
         caption=(
@@ -107,8 +115,6 @@ rule aiqn_vae:
             "label, which names the feature extractor and sample counts; the real test split is the floor."
         ),
         paper_heading="Paper (Ostrovski et al. 2018, appendix, Figure 9: CelebA 64x64 samples only, no FID or IS)",
-    log:
-        "logs/vae/table.log",
     shell:
         method_table_shell("aiqn_vae")
 
@@ -117,23 +123,42 @@ rule aiqn_vae_figures:
     input:
         real=rules.prepare_data.output.test,
         samples=lambda w: [method_samples("vae", w.dataset, row, figure_seed()) for row in VAE_ROWS],
-        train_logs=lambda w: [f"{method_run_dir('vae', w.dataset, variant, figure_seed())}/{name}" for variant in VAE_VARIANTS
-                              for name in ("train_log.csv", "config.json")],
+        train_logs=lambda w: [
+            f"{method_run_dir('vae', w.dataset, variant, figure_seed())}/{name}"
+            for variant in VAE_VARIANTS
+            for name in ("train_log.csv", "config.json")
+        ],
     output:
-        grid=report("reports/figures/{dataset}_aiqn_vae.png", caption="../report/aiqn_vae_samples.rst",
-                    category="AIQN-VAE", subcategory="{dataset}"),
+        grid=report(
+            "reports/figures/{dataset}_aiqn_vae.png",
+            caption="../report/aiqn_vae_samples.rst",
+            category="AIQN-VAE",
+            subcategory="{dataset}",
+        ),
         record="reports/figures/{dataset}_aiqn_vae.png.json",
-        loss=report("reports/figures/{dataset}_aiqn_vae_loss.png", caption="../report/aiqn_vae_loss.rst",
-                    category="AIQN-VAE", subcategory="{dataset}"),
-    params:
-        samples=lambda w: " ".join(shlex.quote(f"{VAE_ROWS[row].name}={method_samples('vae', w.dataset, row, figure_seed())}")
-                                   for row in VAE_ROWS),
-        train_logs=lambda w: " ".join(f"{variant}={method_run_dir('vae', w.dataset, variant, figure_seed())}/train_log.csv"
-                                      for variant in VAE_VARIANTS),
-        grid_n=config["report"]["grid_n"],
+        loss=report(
+            "reports/figures/{dataset}_aiqn_vae_loss.png",
+            caption="../report/aiqn_vae_loss.rst",
+            category="AIQN-VAE",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/vae/figures_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/aiqn_vae_figures/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        samples=lambda w: " ".join(
+            shlex.quote(f"{VAE_ROWS[row].name}={method_samples('vae', w.dataset, row, figure_seed())}")
+            for row in VAE_ROWS
+        ),
+        train_logs=lambda w: " ".join(
+            f"{variant}={method_run_dir('vae', w.dataset, variant, figure_seed())}/train_log.csv"
+            for variant in VAE_VARIANTS
+        ),
+        grid_n=config["report"]["grid_n"],
     shell:
-        "{PYTHON} --threads {threads} vae-figures --dataset {wildcards.dataset} --real {input.real}"
+        "python -m aiqn --threads {threads} vae-figures --dataset {wildcards.dataset} --real {input.real}"
         " --samples {params.samples} --train-logs {params.train_logs} --grid-n {params.grid_n}"
         " --grid-out {output.grid} --loss-out {output.loss} > {log} 2>&1"

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "rules", "schemas", "params.yaml", "profiles", "paper", "src", "report", "scripts", "dvc.yaml",
-          ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = ["Snakefile", "rules", "envs", "schemas", "params.yaml", "profiles", "paper", "src", "report", "scripts", "dvc.yaml",
+          ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def copy_repo(dest: Path) -> Path:

@@ -154,7 +154,7 @@ def test_a_new_dataset_added_by_the_guide_runs_end_to_end(tmp_path):
         assert rows.value.notna().all() and (rows[rows.metric == "FID"].value >= 0).all()
         assert rows[rows.metric.isin(["FID", "IS"])].label.str.contains("tinyphotos-classifier").all()
     assert "bits/dim" in set(ours[ours.model == "pixelcnn"].metric)
-    assert "tinyphotos" in json.loads((repo / "reports/metrics.json").read_text())
+    assert "tinyphotos" in json.loads((repo / "reports/metrics.json").read_text())["table1"]
 
     # provenance: a complete record per cell, down to the raw files
     cells = [c for c in json.loads((repo / "reports/provenance/table1.json").read_text()) if c["source"] == "ours"]

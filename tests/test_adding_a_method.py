@@ -178,7 +178,7 @@ RULES = textwrap.dedent('''
         params:
             train_config=lambda w: as_json(method_train_section("independent")),
         shell:
-            "{PYTHON} train-independent --dataset {wildcards.dataset} --data {input.train}"
+            "python -m aiqn train-independent --dataset {wildcards.dataset} --data {input.train}"
             " --train-config {params.train_config:q} --state-dir state/independent/{wildcards.dataset}"
             " --out-dir results/independent/{wildcards.dataset}"
 
@@ -191,7 +191,7 @@ RULES = textwrap.dedent('''
         params:
             n=config["sampling"]["n_samples"],
         shell:
-            "{PYTHON} sample-independent --checkpoint {input.checkpoint} --n {params.n} --out {output}"
+            "python -m aiqn sample-independent --checkpoint {input.checkpoint} --n {params.n} --out {output}"
 
 
     rule evaluate_independent:
@@ -202,7 +202,7 @@ RULES = textwrap.dedent('''
         output:
             "results/independent/{dataset}/metrics/independent.json",
         shell:
-            "{PYTHON} " + evaluate_call("{wildcards.dataset}", "independent", "{input.samples}", "{input.checkpoint}",
+            "python -m aiqn " + evaluate_call("{wildcards.dataset}", "independent", "{input.samples}", "{input.checkpoint}",
                                         "evaluate_independent", "dataset={wildcards.dataset}", "{output}")
 
 
@@ -214,7 +214,7 @@ RULES = textwrap.dedent('''
             "reports/tables/independent.csv",
             provenance="reports/provenance/independent.json",
         shell:
-            "{PYTHON} table --name independent --title 'Independent pixels (toy)' --caption 'a toy method'"
+            "python -m aiqn table --name independent --title 'Independent pixels (toy)' --caption 'a toy method'"
             " --metrics {input.metrics} --paper paper/aiqn_vae.csv --out-dir reports/tables"
             " --provenance {output.provenance}"
 ''').lstrip()

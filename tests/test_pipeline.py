@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from aiqn.report.tables import over_seeds
+
 from repo_copy import REPO, copy_repo, snakemake
 
 
@@ -93,6 +95,48 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
             assert (ci_run / f"results/metrics/digits/pixelcnn/seed-{seed}/{step}.json").exists()
     for log in ("logs/train/digits/pixelcnn/seed-0.log", "logs/score/digits/pixeliqn/seed-1.log"):
         assert (ci_run / log).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ci_run_summarises_every_table_for_dvc_and_where_its_time_went(ci_run):
+    summary = json.loads((ci_run / "reports/metrics.json").read_text())
+    assert set(summary) == {"table1", "aiqn_vae", "agave_table1", "cqf_table1", "claims"}
+    table = pd.read_csv(ci_run / "reports/tables/table1.csv")
+    fid = over_seeds(table[(table.source == "ours") & (table.dataset == "digits") & (table.metric == "FID")])
+    for row in fid.itertuples():  # metrics.json holds the rendered table's numbers
+        assert summary["table1"]["digits"][row.model]["FID"]["value"] == pytest.approx(row.value, abs=1e-5)
+    assert set(summary["claims"]["aiqn-fid"]) == {"digits", "photos32"}
+    for name in ("aiqn_vae", "cqf_table1", "agave_table1"):
+        assert summary[name]["digits"], name
+    # the data of `dvc plots`: a loss file per model and method run, an FID file per dataset
+    loss = {path.name for path in (ci_run / "reports/plots/loss").glob("*.csv")}
+    assert {"digits_pixelcnn.csv", "photos32_pixeliqn_cond.csv", "digits_vae-aiqn-vae.csv", "digits_agave-lambda2.csv",
+            "digits_agave-ablation.csv", "digits_cqf-gan.csv"} <= loss
+    fid_curves = pd.read_csv(ci_run / "reports/plots/fid/digits.csv")
+    assert sorted(set(fid_curves.step)) == [50, 150] and "pixeliqn seed-1" in set(fid_curves.series)
+    # every job that ran a command left a benchmark file; the runtime report sums them per rule
+    runtime = pd.read_csv(ci_run / "reports/runtime/rules.csv").set_index("rule")
+    assert runtime.loc["train_digits_pixelcnn", "jobs"] == 2 and runtime.loc["sweep_trial", "jobs"] == 8
+    assert (runtime["wall_s"] > 0).all() and (runtime.loc["train_digits_pixelcnn", "peak_rss_mb"] > 50)
+    assert {"prepare_data", "score_photos32_pixeliqn", "evaluate_agave", "claims", "metrics"} <= set(runtime.index)
+
+
+def test_every_rule_that_runs_a_command_has_a_benchmark_and_names_its_software():
+    """Parsed from the rules files: a rule with `shell:` has `benchmark:` under logs/benchmarks/<rule> and
+    `conda:` (runtime_report, which reads the benchmark files, has none of its own)."""
+    blocks = re.split(r"\n(?=\s*(?:rule|checkpoint)\b[^\n]*:\n)", "\n".join(
+        path.read_text() for path in sorted((REPO / "rules").glob("*.smk"))))
+    checked = 0
+    for block in blocks:
+        if "shell:" not in block:
+            continue
+        name = re.search(r"(?:rule|checkpoint) ?(\w*):\n(?:\s*name:\n\s*(.+)\n)?", block)
+        label = name.group(1) or name.group(2)
+        assert "conda:\n" in block and '"../envs/aiqn.yaml"' in block, label
+        if label != "runtime_report":
+            assert re.search(r"benchmark:\n\s*f?\"logs/benchmarks/", block), label
+        checked += 1
+    assert checked >= 38
 
 
 def digits_rows(ours, model, metric):
@@ -301,7 +345,8 @@ def test_snakemake_report_has_every_table_and_figure_with_captions(ci_run):
     result = snakemake(ci_run, "--profile", "profiles/ci", "--report", "reports/report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (ci_run / "reports/report.html").read_text()
-    for name in ("table1.csv", "digits_samples.png", "digits_training_curves.png", "digits_loss.png"):
+    for name in ("table1.csv", "digits_samples.png", "digits_training_curves.png", "digits_loss.png", "rules.csv",
+                 "rules.png"):  # rules.*: the runtime report (time and memory per rule)
         assert name in html
     assert "FID (digits-classifier, 100 samples vs 300 train)" in html  # the label that applies, from params
     assert "IS (digits-classifier, 100 samples, 5 splits)" in html
@@ -343,6 +388,45 @@ def test_dvc_round_trip_restores_a_run_that_needs_nothing_redone(ci_run, tmp_pat
         assert (clone / path).exists(), path
     dry = snakemake(clone, "--profile", "profiles/ci", "--dry-run")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_a_dvc_experiment_reruns_only_what_its_param_touches_and_metrics_diff_shows_it(ci_run, tmp_path):
+    """The CI run as a DVC project (params.yaml overlaid with the CI profile's, as docs/experiments.md says):
+    `dvc exp run -S agave.evaluation.importance_k=3` re-scores AGAVE's importance-sampled bound and nothing
+    trains again; `dvc metrics diff` lines the two runs up under the same keys although the label's K
+    changed; `dvc exp run --temp` is refused with a message."""
+    repo = tmp_path / "exp"
+    shutil.copytree(ci_run, repo, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))  # with state/, .snakemake/
+    run(repo, sys.executable, "scripts/profile_params.py", "profiles/ci/params.yaml")
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "code")
+    run(repo, "dvc", "commit", "--force", "--quiet")
+    run(repo, "git", "add", "dvc.lock")
+    run(repo, "git", "commit", "-qm", "results")
+    checkpoint = repo / "results/runs/digits/pixelcnn/seed-0/ckpt_0000150.pt"
+    trained = checkpoint.stat().st_mtime_ns
+
+    result = run(repo, "dvc", "exp", "run", "-S", "agave.evaluation.importance_k=3")
+    stats = result.stdout + result.stderr
+    ran = set(re.findall(r"^(\w+)\s+\d+$", stats[stats.index("Job stats:"):], flags=re.M))
+    assert {"evaluate_agave", "agave_table1", "metrics"} <= ran, stats[-3000:]
+    assert not {name for name in ran if name.startswith(("train", "score", "sweep"))}, ran  # nothing else reruns
+    assert checkpoint.stat().st_mtime_ns == trained
+
+    diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json").stdout)["reports/metrics.json"]
+    changed = {key for key, entry in diff.items() if entry.get("diff")}
+    bound = "agave_table1.digits.AGAVE (lambda=2).bits/dim, importance-sampled bound.value"
+    assert bound in changed, sorted(changed)[:20]  # the same key at K=4 and K=3
+    assert not [key for key in changed if key.startswith(("table1.", "cqf_table1.", "aiqn_vae."))]
+    params = json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
+    assert {key: (entry["old"], entry["new"]) for key, entry in params.items()} == {"agave.evaluation.importance_k": (4, 3)}
+
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    temp = subprocess.run(["dvc", "exp", "run", "--temp", "-S", "agave.evaluation.importance_k=2"], cwd=repo,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert temp.returncode != 0 and "--temp / --queue is not supported" in temp.stdout + temp.stderr
 
 
 # ------------------------------------------------------------------------------------- sweeps

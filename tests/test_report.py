@@ -20,7 +20,8 @@ from aiqn.report import (
     write_table1,
 )
 from aiqn.report.figures import class_rows
-from aiqn.report.tables import TableText, metrics_summary, over_seeds
+from aiqn.report.summary import table_metrics
+from aiqn.report.tables import TableText, over_seeds
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper" / "aiqn_table1.csv"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -270,7 +271,9 @@ def test_several_seeds_give_per_seed_rows_and_a_mean_with_scipys_t_interval(tmp_
              for line in markdown.splitlines() if line.startswith("| pixel")}
     assert [c.strip() for c in header.split("|")[1:4]] == ["model", "step", "seeds"]
     assert cells["pixeliqn"][1:3] == ["1500", "3"]
-    assert metrics_summary(table)["digits"]["pixeliqn"][row.label] == pytest.approx(np.mean(values))
+    cell = table_metrics(table)["digits"]["pixeliqn"]["FID"]  # reports/metrics.json: the table's numbers, by metric
+    assert (cell["value"], cell["low"], cell["high"], cell["seeds"]) == pytest.approx((np.mean(values), low, high, 3),
+                                                                                     abs=1e-6)
 
 
 def scipy_t_interval(values):

@@ -16,6 +16,7 @@ import sys
 
 from aiqn.core.allocator import keep_freed_memory
 from aiqn.methods import method_names
+from aiqn.pipeline import report_verbs
 from aiqn.pipeline import verbs as shared_verbs
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     shared_verbs.add_verbs(verb)
+    report_verbs.add_verbs(verb)
     for name in method_names():
         importlib.import_module(f"aiqn.methods.{name}.verbs").add_verbs(verb)
     chain = verb("chain", None, f"run several verbs in one process, separated by {CHAIN_SEPARATOR!r} "

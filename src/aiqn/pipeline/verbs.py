@@ -226,7 +226,7 @@ def cmd_memorisation_figure(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from aiqn.report import build_table1, metrics_summary, write_table1
+    from aiqn.report import build_table1, write_table1
     from aiqn.report.provenance import table_provenance
     from aiqn.report.tables import TABLE1, TableText
     from aiqn.core.io import write_json
@@ -236,11 +236,8 @@ def cmd_table(args) -> None:
     table = build_table1(args.metrics, args.paper)
     cells = table_provenance(table, text.name, rule=args.name, paper_csv=args.paper)  # fails on a gap
     paths = write_table1(table, args.out_dir, text)
-    if args.summary:
-        write_json(args.summary, metrics_summary(table))
     write_json(args.provenance, cells)
-    log.info("wrote %s, %s (%d cells)%s", ", ".join(paths.values()), args.provenance, len(cells),
-             f" and {args.summary}" if args.summary else "")
+    log.info("wrote %s, %s (%d cells)", ", ".join(paths.values()), args.provenance, len(cells))
 
 
 def cmd_claims(args) -> None:
@@ -414,7 +411,6 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--title", default=None, help="heading of the Markdown and LaTeX (default: Table 1's)")
     p.add_argument("--caption", default=None, help="caption (default: Table 1's)")
     p.add_argument("--paper-heading", default=None, help="heading of the paper's section (default: Table 1's)")
-    p.add_argument("--summary", default=None, help="JSON of our final numbers (DVC metrics)")
     p.add_argument("--provenance", required=True, help="JSON: one provenance record per table cell")
 
     p = verb("claims", cmd_claims, "the papers' claims tested on the generated tables: a verdict per claim and dataset")

@@ -10,7 +10,7 @@ from importlib import import_module
 _EXPORTS = {
     "build_table1": "tables",
     "load_metric_records": "tables",
-    "metrics_summary": "tables",
+    "metrics_document": "summary",
     "write_table1": "tables",
     "image_grid": "figures",
     "plot_class_grid": "figures",

@@ -396,13 +396,3 @@ def write_table1(table: pd.DataFrame, out_dir, text: TableText = TABLE1) -> dict
             handle.write(text)
         os.replace(tmp, paths[key])
     return paths
-
-
-def metrics_summary(table: pd.DataFrame) -> dict:
-    """Our final numbers as {dataset: {model: {label: value}}}, the mean over seeds: the file `dvc
-    metrics show` reads."""
-    summary: dict = {}
-    ours = over_seeds(table[table["source"] == OURS_SOURCE])
-    for row in ours.itertuples():
-        summary.setdefault(row.dataset, {}).setdefault(row.model, {})[row.label] = round(float(row.value), 6)
-    return summary

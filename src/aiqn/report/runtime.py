@@ -1,0 +1,113 @@
+"""Where a run's time and memory went: Snakemake's `benchmark:` files of every job, per rule.
+
+Every rule that runs a command writes logs/benchmarks/<rule>[/<wildcards>...].tsv (one row: wall
+seconds `s`, `cpu_time`, peak resident memory `max_rss` in MB, ...). `rule_runtimes` sums them per
+rule; `write_runtime_report` writes the table (CSV, Markdown) and the figure of the HTML report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["rule", "jobs", "wall_s", "cpu_s", "peak_rss_mb", "mean_rss_mb", "wall_share"]
+
+
+def benchmark_records(root: str | Path) -> pd.DataFrame:
+    """One row per benchmark file under `root`: its rule (the first path part, without .tsv), its path and
+    the numbers Snakemake wrote (NA, for a job too short to sample, becomes NaN)."""
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        relative = path.relative_to(root)
+        frame = pd.read_csv(path, sep="\t")
+        if frame.empty or "s" not in frame:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column); delete it and rerun its job")
+        record = frame.iloc[-1]  # a `repeat(...)` benchmark has a row per repetition; the last is the latest
+        rows.append({"rule": relative.parts[0].removesuffix(".tsv"), "job": str(relative.with_suffix("")),
+                     "wall_s": pd.to_numeric(record.get("s"), errors="coerce"),
+                     "cpu_s": pd.to_numeric(record.get("cpu_time"), errors="coerce"),
+                     "max_rss_mb": pd.to_numeric(record.get("max_rss"), errors="coerce")})
+    return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "cpu_s", "max_rss_mb"])
+
+
+def rule_runtimes(records: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: jobs, summed wall and CPU seconds, the largest and the mean peak RSS of its jobs, and its share
+    of the summed wall time; the slowest rule first."""
+    if records.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grouped = records.groupby("rule")
+    table = pd.DataFrame({
+        "jobs": grouped.size(),
+        "wall_s": grouped["wall_s"].sum(min_count=1),
+        "cpu_s": grouped["cpu_s"].sum(min_count=1),
+        "peak_rss_mb": grouped["max_rss_mb"].max(),
+        "mean_rss_mb": grouped["max_rss_mb"].mean(),
+    }).reset_index()
+    table["wall_share"] = table["wall_s"] / table["wall_s"].sum()
+    return table.sort_values(["wall_s", "rule"], ascending=[False, True], kind="stable")[COLUMNS].reset_index(drop=True)
+
+
+NO_JOBS = ("No benchmark files: no job ran in this checkout (its outputs were restored by DVC, or touched), so "
+           "there is no time to report; a job that runs here writes logs/benchmarks/<rule>/...tsv.")
+
+
+def _markdown(table: pd.DataFrame, records: pd.DataFrame) -> str:
+    heading = "# Where the run's time and memory went\n\n"
+    if records.empty:
+        return f"{heading}{NO_JOBS}\n"
+    total_wall, total_cpu = records["wall_s"].sum(), records["cpu_s"].sum()
+    shown = table.assign(wall_share=(100 * table["wall_share"]).round(1)).rename(columns={
+        "wall_s": "wall (s)", "cpu_s": "CPU (s)", "peak_rss_mb": "peak RSS (MB)", "mean_rss_mb": "mean peak RSS (MB)",
+        "wall_share": "wall (%)"})
+    return (f"{heading}{len(records)} jobs of {len(table)} rule(s): {total_wall:.0f} s of wall time summed over jobs "
+            f"({total_cpu:.0f} s CPU). Jobs run in parallel, so the run itself took less than the sum. Peak RSS is "
+            "the largest resident memory of one job of the rule. From Snakemake's benchmark files, "
+            "logs/benchmarks/<rule>/...tsv (the job that ran last for each output, in this checkout).\n\n"
+            f"{shown.to_markdown(index=False, floatfmt='.1f')}\n")
+
+
+def plot_runtimes(table: pd.DataFrame, out_png: str) -> None:
+    """Two panels, a bar per rule (the slowest on top): wall and CPU seconds summed over its jobs, and the peak
+    resident memory of its largest job."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = table.iloc[::-1]
+    if rows.empty:
+        fig = Figure(figsize=(8, 1.5), dpi=100)
+        FigureCanvasAgg(fig)
+        fig.text(0.5, 0.5, NO_JOBS, ha="center", va="center", wrap=True, fontsize=9)
+        Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_png)
+        return
+    height = max(2.5, 0.28 * len(rows) + 1.2)
+    fig = Figure(figsize=(11, height), dpi=100)
+    FigureCanvasAgg(fig)
+    time_ax, memory_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    positions = range(len(rows))
+    time_ax.barh([p + 0.2 for p in positions], rows["wall_s"], height=0.4, label="wall", color="tab:blue")
+    time_ax.barh([p - 0.2 for p in positions], rows["cpu_s"], height=0.4, label="CPU", color="tab:orange")
+    time_ax.set_yticks(list(positions), [f"{rule} ({jobs})" for rule, jobs in zip(rows["rule"], rows["jobs"])],
+                       fontsize=8)
+    time_ax.set_xlabel("seconds, summed over the rule's jobs (jobs in brackets)")
+    time_ax.legend(loc="lower right", fontsize=8)
+    memory_ax.barh(list(positions), rows["peak_rss_mb"], height=0.6, color="tab:green")
+    memory_ax.set_xlabel("peak resident memory of one job (MB)")
+    fig.suptitle("Where the run's time and memory went, per rule (Snakemake benchmark files)", fontsize=10)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+
+
+def write_runtime_report(benchmark_dir: str, csv_path: str, md_path: str, png_path: str) -> pd.DataFrame:
+    """The per-rule table as CSV and Markdown, and its figure, from every benchmark file under `benchmark_dir` (none,
+    as in a checkout DVC restored: an empty table that says so)."""
+    records = benchmark_records(benchmark_dir)
+    table = rule_runtimes(records)
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv_path, index=False, float_format="%.3f")
+    Path(md_path).write_text(_markdown(table, records))
+    plot_runtimes(table, png_path)
+    return table
