@@ -64,7 +64,10 @@ def _markdown(table: pd.DataFrame, records: pd.DataFrame) -> str:
     return (f"{heading}{len(records)} jobs of {len(table)} rule(s): {total_wall:.0f} s of wall time summed over jobs "
             f"({total_cpu:.0f} s CPU). Jobs run in parallel, so the run itself took less than the sum. Peak RSS is "
             "the largest resident memory of one job of the rule. From Snakemake's benchmark files, "
-            "logs/benchmarks/<rule>/...tsv (the job that ran last for each output, in this checkout).\n\n"
+            "logs/benchmarks/<rule>/...tsv (the job that ran last for each output, in this checkout). The wall time "
+            "is exact; CPU time and peak RSS are sampled by Snakemake (each second for a job's first 30 s, then every "
+            "30 s), so they undercount: what a job does after its last sample is missed (docs/benchmarks.md, "
+            "\"Where the default run's time goes\").\n\n"
             f"{shown.to_markdown(index=False, floatfmt='.1f')}\n")
 
 
