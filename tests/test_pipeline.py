@@ -423,6 +423,11 @@ def test_a_dvc_experiment_reruns_only_what_its_param_touches_and_metrics_diff_sh
     params = json.loads(run(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
     assert {key: (entry["old"], entry["new"]) for key, entry in params.items()} == {"agave.evaluation.importance_k": (4, 3)}
 
+    plots = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)  # dvc.yaml's plots, with the template
+    assert not plots.get("errors") and {"reports/plots/fid/digits.csv", "reports/plots/loss/digits_pixeliqn.csv"} <= set(plots["data"])
+    (fid_plot,) = plots["data"]["reports/plots/fid/digits.csv"]
+    assert fid_plot["content"]["encoding"]["color"]["field"] == "series"
+
     env = {**os.environ, "PYTHONPATH": str(repo / "src")}
     temp = subprocess.run(["dvc", "exp", "run", "--temp", "-S", "agave.evaluation.importance_k=2"], cwd=repo,
                           capture_output=True, text=True, env=env, timeout=300)
