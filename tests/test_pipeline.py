@@ -17,7 +17,7 @@ import yaml
 
 from aiqn.report.tables import over_seeds
 
-from repo_copy import REPO, copy_repo, snakemake
+from repo_copy import REPO, copy_environment, copy_repo, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -428,9 +428,8 @@ def test_a_dvc_experiment_reruns_only_what_its_param_touches_and_metrics_diff_sh
     (fid_plot,) = plots["data"]["reports/plots/fid/digits.csv"]
     assert fid_plot["content"]["encoding"]["color"]["field"] == "series"
 
-    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
     temp = subprocess.run(["dvc", "exp", "run", "--temp", "-S", "agave.evaluation.importance_k=2"], cwd=repo,
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=copy_environment(repo), timeout=300)
     assert temp.returncode != 0 and "--temp / --queue is not supported" in temp.stdout + temp.stderr
 
 

@@ -53,5 +53,12 @@ def wildcards(text: str) -> dict[str, str]:
 
 
 def pairs(items: list[str]) -> dict[str, str]:
-    """['NAME=PATH', ...] -> {NAME: PATH} in the given order (names may contain spaces, not '=')."""
-    return dict(item.split("=", 1) for item in items)
+    """['NAME=PATH', ...] -> {NAME: PATH} in the given order (names may contain spaces, not '='); an item
+    without a name, an '=' or a path is refused, naming it."""
+    result = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not (name and sep and path):
+            raise ValueError(f"{item!r}: expected NAME=PATH")
+        result[name] = path
+    return result

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import logging
 
-from aiqn.core.verbs import Declare
+from aiqn.core.verbs import Declare, pairs
 
 log = logging.getLogger("aiqn")
-
-
-def _pairs(items: list[str], option: str) -> dict[str, str]:
-    """name=path arguments as a dict, refusing one without '=' (naming the option)."""
-    pairs = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"{option} {item!r}: expected NAME=PATH")
-        pairs[name] = path
-    return pairs
 
 
 def cmd_metrics(args) -> None:
     from aiqn.core.io import write_json
     from aiqn.report.summary import metrics_document
 
-    document = metrics_document(_pairs(args.tables, "--tables"), args.claims)
+    document = metrics_document(pairs(args.tables), args.claims)
     write_json(args.out, document)
     log.info("wrote %s (%s)", args.out, ", ".join(document))
 
@@ -34,7 +23,7 @@ def cmd_metrics(args) -> None:
 def cmd_plot_data(args) -> None:
     from aiqn.report.dvc_plots import write_fid_series, write_loss_series
 
-    written = write_loss_series(_pairs(args.train_logs, "--train-logs"), args.out_dir)
+    written = write_loss_series(pairs(args.train_logs), args.out_dir)
     written += write_fid_series(args.metrics, args.out_dir)
     log.info("wrote %d plot files under %s", len(written), args.out_dir)
 

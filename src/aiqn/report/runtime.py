@@ -74,24 +74,19 @@ def _markdown(table: pd.DataFrame, records: pd.DataFrame) -> str:
 def plot_runtimes(table: pd.DataFrame, out_png: str) -> None:
     """Two panels, a bar per rule (the slowest on top): wall and CPU seconds summed over its jobs, and the peak
     resident memory of its largest job."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from aiqn.report.figures import _new_figure, _save
 
     rows = table.iloc[::-1]
     if rows.empty:
-        fig = Figure(figsize=(8, 1.5), dpi=100)
-        FigureCanvasAgg(fig)
+        fig = _new_figure(8, 1.5)
         fig.text(0.5, 0.5, NO_JOBS, ha="center", va="center", wrap=True, fontsize=9)
-        Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_png)
+        _save(fig, out_png)
         return
-    height = max(2.5, 0.28 * len(rows) + 1.2)
-    fig = Figure(figsize=(11, height), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _new_figure(11, max(2.5, 0.28 * len(rows) + 1.2))
     time_ax, memory_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     positions = range(len(rows))
     time_ax.barh([p + 0.2 for p in positions], rows["wall_s"], height=0.4, label="wall", color="tab:blue")
-    time_ax.barh([p - 0.2 for p in positions], rows["cpu_s"], height=0.4, label="CPU", color="tab:orange")
+    time_ax.barh([p - 0.2 for p in positions], rows["cpu_s"], height=0.4, label="CPU (sampled: a lower bound)", color="tab:orange")
     time_ax.set_yticks(list(positions), [f"{rule} ({jobs})" for rule, jobs in zip(rows["rule"], rows["jobs"])],
                        fontsize=8)
     time_ax.set_xlabel("seconds, summed over the rule's jobs (jobs in brackets)")
@@ -99,9 +94,7 @@ def plot_runtimes(table: pd.DataFrame, out_png: str) -> None:
     memory_ax.barh(list(positions), rows["peak_rss_mb"], height=0.6, color="tab:green")
     memory_ax.set_xlabel("peak resident memory of one job (MB)")
     fig.suptitle("Where the run's time and memory went, per rule (Snakemake benchmark files)", fontsize=10)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
+    _save(fig, out_png)
 
 
 def write_runtime_report(benchmark_dir: str, csv_path: str, md_path: str, png_path: str) -> pd.DataFrame:
