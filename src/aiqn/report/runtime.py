@@ -86,7 +86,8 @@ def plot_runtimes(table: pd.DataFrame, out_png: str) -> None:
     time_ax, memory_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     positions = range(len(rows))
     time_ax.barh([p + 0.2 for p in positions], rows["wall_s"], height=0.4, label="wall", color="tab:blue")
-    time_ax.barh([p - 0.2 for p in positions], rows["cpu_s"], height=0.4, label="CPU (sampled: a lower bound)", color="tab:orange")
+    time_ax.barh([p - 0.2 for p in positions], rows["cpu_s"], height=0.4, label="CPU (sampled: a lower bound)",
+                 color="tab:orange")
     time_ax.set_yticks(list(positions), [f"{rule} ({jobs})" for rule, jobs in zip(rows["rule"], rows["jobs"])],
                        fontsize=8)
     time_ax.set_xlabel("seconds, summed over the rule's jobs (jobs in brackets)")
