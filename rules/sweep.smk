@@ -4,6 +4,8 @@
 #   sweep_rung      .../rung{rung}.json (a checkpoint)                 ranking, the 1/eta promoted
 #   sweep_select    .../selected.json                                  the chosen configuration
 #   sweep_report    reports/sweeps/{dataset}_{model}.{csv,md}, reports/figures/{dataset}_{model}_sweep.png
+#   sweep_shared    reports/sweeps/shared/{dataset}.{csv,md}: every model's trials side by side, with
+#                   the draws they share (common random numbers: the same for every model)
 # The model's training rule reads selected.json, so a changed sweep changes the final model.
 # With sweep.eta = 1 there is one rung at the full budget: the exhaustive sweep of the paper.
 # Every trial writes its own file; a trial that failed for a transient reason (e.g. out of
@@ -137,3 +139,26 @@ rule sweep_report:
         "python -m aiqn --threads {threads} sweep-report --dataset {wildcards.dataset} --model {wildcards.model}"
         " --selected {input.selected} --results {input.results} --csv {output.csv} --md {output.md}"
         " --figure {output.figure} > {log} 2>&1"
+
+
+rule sweep_shared:
+    input:
+        selected=lambda w: [f"results/sweeps/{w.dataset}/{m}/selected.json" for m in shared_sweep_models(w.dataset)],
+        results=shared_sweep_results,
+    output:
+        csv=report("reports/sweeps/shared/{dataset}.csv", caption="../report/sweep.rst", category="Sweeps"),
+        md="reports/sweeps/shared/{dataset}.md",
+    log:
+        "logs/sweep/{dataset}/shared.log",
+    benchmark:
+        "logs/benchmarks/sweep_shared/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    params:
+        spaces=lambda w: as_json({m: SWEEP["spaces"][m] for m in shared_sweep_models(w.dataset)}),
+        selected=lambda w: " ".join(
+            f"{m}=results/sweeps/{w.dataset}/{m}/selected.json" for m in shared_sweep_models(w.dataset)
+        ),
+    shell:
+        "python -m aiqn sweep-shared --dataset {wildcards.dataset} --spaces {params.spaces:q}"
+        " --selected {params.selected} --results {input.results} --csv {output.csv} --md {output.md} > {log} 2>&1"

@@ -1,11 +1,13 @@
 # Helpers of rules/sweep.smk (its input functions, names and constants): Snakemake's lint wants
 # functions apart from rules.
 import os
+from collections import namedtuple
 
 
 from aiqn.methods.pixeliqn.sweep import rung_budgets, survivors, trial_name
 
 SWEEP = config["sweep"]
+Wildcards = namedtuple("Wildcards", "dataset model")  # what all_rung_results reads of a job's wildcards
 
 
 def sweep_on(dataset, model):
@@ -60,8 +62,20 @@ def trial_attempt(w):
     return attempt + 1 if record.get("retry") else attempt
 
 
+def shared_sweep_models(dataset):
+    """The models swept on a dataset, in sweep.models order (the side-by-side report needs two)."""
+    return [model for d, model in sweep_pairs() if d == dataset]
+
+
+def shared_sweep_results(w):
+    return [f for model in shared_sweep_models(w.dataset) for f in all_rung_results(Wildcards(w.dataset, model))]
+
+
 def sweep_targets():
     targets = []
+    for dataset in dict.fromkeys(d for d, _ in sweep_pairs()):
+        if len(shared_sweep_models(dataset)) >= 2:
+            targets += [f"reports/sweeps/shared/{dataset}.csv", f"reports/sweeps/shared/{dataset}.md"]
     for dataset, model in sweep_pairs():
         targets += [
             f"results/sweeps/{dataset}/{model}/selected.json",

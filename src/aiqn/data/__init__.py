@@ -2,6 +2,7 @@
 
 from aiqn.data import digits  # noqa: F401  (registers "digits")
 from aiqn.data import photos32  # noqa: F401  (registers "photos32")
+from aiqn.data import photos8  # noqa: F401  (registers "photos8"; needs scikit-image only when prepared)
 from aiqn.data import cifar10  # noqa: F401  (registers "cifar10")
 from aiqn.data import imagenet32  # noqa: F401  (registers "imagenet32")
 from aiqn.data import celeba64  # noqa: F401  (registers "celeba64")

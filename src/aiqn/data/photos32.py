@@ -37,7 +37,7 @@ import sklearn
 from PIL import Image
 
 from aiqn.data.registry import DatasetSpec, Source, register, stratified_split
-from aiqn.core.io import sha256_file
+from aiqn.data.bundled import verified_bundled_file
 
 IMAGES_DIR = Path(sklearn.__file__).parent / "datasets" / "images"
 PHOTOS = (
@@ -51,18 +51,9 @@ CLASS_NAMES = ("china, top half", "china, bottom half", "flower, top half", "flo
 def verified_photo(source: Source) -> tuple[Path, str]:
     """Path of a bundled photo and its sha256, after checking it against the Source."""
     path = IMAGES_DIR / source.filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; photos32 is cut from scikit-learn's bundled sample images: "
-            "reinstall scikit-learn (pip install --force-reinstall scikit-learn)."
-        )
-    found = sha256_file(path)
-    if found != source.sha256:
-        raise ValueError(
-            f"{path}: sha256 {found} differs from the expected {source.sha256}; "
-            "reinstall scikit-learn (pip install --force-reinstall scikit-learn)."
-        )
-    return path, found
+    hint = ("photos32 is cut from scikit-learn's bundled sample images: "
+            "reinstall scikit-learn (pip install --force-reinstall scikit-learn).")
+    return path, verified_bundled_file(path, source.sha256, hint)
 
 
 def crop_grid(photo: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

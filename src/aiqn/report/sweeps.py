@@ -90,3 +90,50 @@ def plot_sweep(frame: pd.DataFrame, out_path: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
+
+
+def shared_draws_table(tables: dict[str, pd.DataFrame], spaces: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+    """The sweeps of one dataset side by side, one row per trial: the draws every model shares
+    (common random numbers: refused unless equal for every model), then per model its own draws,
+    its metric at each rung it reached and whether it was chosen. `tables`: {model: sweep_table(...)}.
+    Returns (frame, the shared dimensions)."""
+    from aiqn.methods.pixeliqn.sweep import shared_dimensions
+
+    shared, _ = shared_dimensions({model: spaces[model] for model in tables})
+    models = list(tables)
+    first = tables[models[0]].drop_duplicates("trial").set_index("trial")
+    frame = pd.DataFrame(index=sorted(first.index))
+    frame.index.name = "trial"
+    for name in shared:
+        frame[name] = first[name]
+    for model, table in tables.items():
+        draws = table.drop_duplicates("trial").set_index("trial")
+        for name in shared:
+            if not draws[name].reindex(frame.index).equals(frame[name]):
+                raise ValueError(f"sweep of {model}: its {name} draws differ from {models[0]}'s; the shared "
+                                 "draws must be common random numbers (aiqn.methods.pixeliqn.sweep.draw_configs)")
+        for name in (n for n in ("schedule", "kappa", "loss") if n in spaces[model] and n not in shared):
+            frame[f"{model} {name}"] = draws[name].reindex(frame.index)
+        for rung, part in table.groupby("rung"):
+            values = part.set_index("trial")["value"]
+            frame[f"{model} {part['metric'].iloc[0]} @{int(part['budget'].iloc[0])}"] = values.reindex(frame.index)
+        chosen = table[table["chosen"]]["trial"].tolist()
+        frame[f"{model} chosen"] = [trial in chosen for trial in frame.index]
+    return frame.reset_index(), shared
+
+
+def write_shared_draws(frame: pd.DataFrame, shared: list[str], csv_path: str | Path, md_path: str | Path,
+                       dataset: str, differ: dict[str, list[str]]) -> None:
+    """CSV and Markdown of shared_draws_table, with a caption saying what is shared and what is not."""
+    frame.to_csv(csv_path, index=False)
+    shown = frame.copy()
+    for column in shown.columns:
+        if column == "lr" or column.endswith("kappa"):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+        elif "@" in column:
+            shown[column] = shown[column].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
+    own = ", ".join(f"{name} ({' vs '.join(models)} define it differently)" for name, models in differ.items())
+    caption = (f"Each trial's {', '.join(shared)} are the same draws for every model (common random numbers); "
+               "what a model alone has is drawn on top" + (f"; not shared: {own}" if own else "") +
+               ". '@N': the metric after N steps (a rung of successive halving); – : the trial stopped earlier.")
+    Path(md_path).write_text(f"# {dataset}: the sweeps side by side\n\n{caption}\n\n{shown.to_markdown(index=False)}\n")

@@ -8,7 +8,11 @@ by FID on 2,500 samples and trained the best one in full. Here the same procedur
   `{choice: [...]}` or `{log_uniform: [low, high]}`; the names the training understands are
   optimizer, lr, schedule (constant | decaying), kappa and loss (huber | quantile: kappa = 0);
 - `draw_configs` turns a space, N and a seed into a table (one row per trial, `t000`, ...),
-  the same table for the same inputs on any machine;
+  the same table for the same inputs on any machine; its draws are common random numbers: every
+  model's trial t007 has the same optimizer and lr where their spaces define them alike, so the
+  heads are compared on the same draws (the paper: "the same number (500) of hyperparameter
+  configurations evaluated for both models"), and only what one head alone has (the PixelCNN's
+  schedule, PixelIQN's kappa and loss) is drawn on top;
 - `rung_budgets` gives the training steps of each rung of successive halving (one rung, the
   full budget, for an exhaustive sweep); `promote` keeps the best 1/eta of a rung;
 - `train_overrides` turns a row into the TrainConfig fields it sets, for a trial's budget or the
@@ -37,25 +41,35 @@ def trial_name(index: int) -> str:
 
 
 def _draw(spec: dict, rng: np.random.Generator):
+    """One value of a search dimension from one uniform number of `rng` (so that two spaces with
+    the same dimension map the same number to the same value)."""
+    u = rng.random()
     if "choice" in spec:
         options = list(spec["choice"])
-        return options[int(rng.integers(len(options)))]
+        return options[min(int(u * len(options)), len(options) - 1)]
     if "log_uniform" in spec:
         low, high = spec["log_uniform"]
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
     raise ValueError(f"a search dimension needs 'choice' or 'log_uniform', got {spec}")
 
 
+def draw_rng(seed: int, index: int, name: str) -> np.random.Generator:
+    """The stream of one hyperparameter of one trial: seeded by (sweep seed, trial index, name) and
+    by nothing model-specific, so every model's trial `t007` draws the same lr, optimizer, ... from
+    the same space (common random numbers), whatever other dimensions its space has."""
+    return np.random.default_rng([seed, index, zlib.crc32(name.encode())])
+
+
 def draw_configs(space: dict, n: int, seed: int, model: str) -> list[dict]:
-    """N configurations drawn from `space`, seeded by (seed, model name): a list of rows with
-    the keys of COLUMNS (kappa is None for a model without one, 0 with the plain quantile loss)."""
+    """N configurations drawn from `space`: a list of rows with the keys of COLUMNS (kappa is None
+    for a model without one, 0 with the plain quantile loss). Each value of trial i comes from
+    draw_rng(seed, i, name): two models whose spaces share a dimension get equal draws of it."""
     unknown = set(space) - set(COLUMNS[1:])
     if unknown:
         raise ValueError(f"sweep space of {model}: unknown hyperparameters {sorted(unknown)}; known: {COLUMNS[1:]}")
-    rng = np.random.default_rng([seed, zlib.crc32(model.encode())])
     rows = []
     for index in range(n):
-        drawn = {name: _draw(space[name], rng) for name in COLUMNS[1:] if name in space}
+        drawn = {name: _draw(space[name], draw_rng(seed, index, name)) for name in COLUMNS[1:] if name in space}
         schedule = drawn.get("schedule", "constant")
         loss = drawn.get("loss")  # None: the model has no quantile loss (PixelCNN)
         if schedule not in SCHEDULES or loss not in (*LOSSES, None):
@@ -65,6 +79,20 @@ def draw_configs(space: dict, n: int, seed: int, model: str) -> list[dict]:
                      "lr": float(drawn["lr"]), "schedule": schedule,
                      "kappa": 0.0 if loss == "quantile" else kappa, "loss": loss})
     return rows
+
+
+def shared_dimensions(spaces: dict[str, dict]) -> tuple[list[str], dict[str, list[str]]]:
+    """What the models of a sweep share: (dimensions every space has with the same definition,
+    {dimension: models whose definitions of it differ}). Only the first are common random numbers."""
+    names = set.intersection(*(set(space) for space in spaces.values())) if spaces else set()
+    same, differ = [], {}
+    for name in (n for n in COLUMNS[1:] if n in names):
+        definitions = {model: space[name] for model, space in spaces.items()}
+        if all(d == next(iter(definitions.values())) for d in definitions.values()):
+            same.append(name)
+        else:
+            differ[name] = sorted(definitions)
+    return same, differ
 
 
 def train_overrides(row: dict, steps: int) -> dict:

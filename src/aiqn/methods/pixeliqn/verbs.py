@@ -281,6 +281,24 @@ def cmd_sweep_report(args) -> None:
     plot_sweep(frame, args.figure, title)
 
 
+def cmd_sweep_shared(args) -> None:
+    from aiqn.core.verbs import pairs
+    from aiqn.methods.pixeliqn.sweep import shared_dimensions
+    from aiqn.report.sweeps import shared_draws_table, sweep_table, write_shared_draws
+
+    spaces = json.loads(args.spaces)
+    selected = pairs(args.selected)
+    results = {model: [] for model in selected}
+    for path in args.results:  # results/sweeps/<dataset>/<model>/rung<r>/<trial>.json
+        results[Path(path).parts[-3]].append(path)
+    tables = {model: sweep_table(results[model], path) for model, path in selected.items()}
+    frame, shared = shared_draws_table(tables, spaces)
+    _, differ = shared_dimensions({model: spaces[model] for model in selected})
+    write_shared_draws(frame, shared, args.csv, args.md, args.dataset, differ)
+    log.info("%s: %d trials of %s side by side; shared draws: %s", args.dataset, len(frame), ", ".join(selected),
+             ", ".join(shared))
+
+
 def add_verbs(verb: Declare) -> None:
     """Declare the PixelCNN / PixelIQN verbs."""
     p = verb("train", cmd_train, "train (or resume) a PixelCNN / PixelIQN")
@@ -382,6 +400,14 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--metric", default="FID")
     p.add_argument("--eta", type=int, default=1)
     p.add_argument("--out", required=True)
+
+    p = verb("sweep-shared", cmd_sweep_shared, "the sweeps of one dataset side by side, trial by trial")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--spaces", required=True, help="JSON: sweep.spaces")
+    p.add_argument("--selected", nargs="+", required=True, help="MODEL=PATH of each model's selected.json")
+    p.add_argument("--results", nargs="+", required=True, help="every trial result of those models")
+    for name in ("csv", "md"):
+        p.add_argument(f"--{name}", required=True)
 
     p = verb("sweep-report", cmd_sweep_report, "table and figure of every trial of a sweep")
     for name in ("dataset", "model", "selected", "csv", "md", "figure"):
