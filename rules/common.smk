@@ -306,6 +306,8 @@ def all_reports():
             f"reports/figures/{dataset}_loss.png",
             f"reports/figures/{dataset}_inpainting.png",
             f"reports/figures/{dataset}_memorisation.png",
+            f"reports/figures/{dataset}_budget.png",
+            f"reports/tables/{dataset}_budget.csv",
         ]
         if extractor_kind() == "classifier":
             targets.append(f"results/extractors/{dataset}/classifier.json")

@@ -137,6 +137,30 @@ rule claims:
         " --provenance {output.provenance} > {log} 2>&1"
 
 
+# The budget curve: every Table 1 claim's a - b with its 95% interval at each checkpoint step, so a
+# reader sees whether a verdict is still moving when the run stops.
+rule budget_curve:
+    input:
+        claims="paper/claims.yaml",
+        metrics=lambda w: metric_files(w.dataset),
+    output:
+        csv="reports/tables/{dataset}_budget.csv",
+        figure=report(
+            "reports/figures/{dataset}_budget.png",
+            caption="../report/claims.rst",
+            category="0. Claims and verdicts",
+        ),
+    log:
+        "logs/report/budget_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/budget_curve/{dataset}.tsv"
+    conda:
+        "../envs/aiqn.yaml"
+    shell:
+        "python -m aiqn budget-curve --claims {input.claims} --dataset {wildcards.dataset} --metrics {input.metrics}"
+        " --csv {output.csv} --figure {output.figure} > {log} 2>&1"
+
+
 # Figures 7 and 11: a class-conditional model's final samples (drawn with uniform labels for
 # evaluation), one row per class.
 rule class_grid:

@@ -103,3 +103,29 @@ def test_the_projects_claims_file_is_well_formed(tmp_path):
     bad.write_text("claims:\n  - {id: x, paper: p, where: w, statement: s, table: t, metric: FID, a: {}, b: {}, paper_values: {}}\n")
     with pytest.raises(ValueError, match=r"claims\[0\] \(x\) has no 'better'"):
         load_claims(bad)
+
+
+def test_claims_are_also_judged_at_the_checkpoint_chosen_on_validation():
+    final = table(10, 20, seeds=3)
+    chosen = table(25, 20, seeds=3).assign(model=lambda f: f.model + " (chosen on validation)")
+    frame = evaluate_claims([CLAIM], {"t": pd.concat([final, chosen])}).set_index("checkpoint")
+    assert frame.loc["final", "verdict"] == "holds" and frame.loc["chosen on validation", "verdict"] == "reversed"
+    assert frame.loc["chosen on validation", "model_a"] == "a (chosen on validation)"
+    assert evaluate_claims([CLAIM], {"t": final}).checkpoint.tolist() == ["final"]  # no chosen rows: final only
+
+
+def test_the_budget_curve_judges_every_checkpoint_like_the_final_one():
+    from aiqn.report.claims import budget_curve
+
+    steps = []
+    for step, (fid_a, fid_b) in ((50, (30, 20)), (150, (20, 20.5)), (500, (10, 20))):
+        part = table(fid_a, fid_b, seeds=3).assign(step=step)
+        part.loc[part.metric == "FID", "value"] += [0.0, 0.3, -0.2, 0.1, -0.1, 0.05]  # seeds that do not move together
+        steps.append(part)
+    curve = budget_curve([{**CLAIM, "table": "table1"}], pd.concat(steps)).set_index("step")
+    assert curve.verdict.to_dict() == {50: "reversed", 150: "inconclusive", 500: "holds"}
+    last = evaluate_claims([CLAIM], {"t": steps[-1]}).iloc[0]
+    assert curve.loc[500, "difference_low"] == pytest.approx(last.difference_low)
+    fid = steps[-1][steps[-1].metric == "FID"]
+    ci = scipy.stats.ttest_rel(fid[fid.model == "a"].value, fid[fid.model == "b"].value).confidence_interval(0.95)
+    assert curve.loc[500, "half_width"] == pytest.approx((ci.high - ci.low) / 2)  # what the seeds can resolve

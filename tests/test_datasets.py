@@ -1,9 +1,10 @@
-"""Datasets: the photos32 colour crops (registry entry, crops, labels, split, checksums,
-provenance) and the generic raw-file helpers of aiqn.data.download (checksums, offline message,
+"""Datasets: the photos32 colour crops and the photos8 natural-image tiles (registry entry, crops,
+labels, split, checksums, provenance) and the generic raw-file helpers of aiqn.data.download (checksums, offline message,
 safe tar extraction). No test touches the network: downloads go through a monkeypatched urlopen
 or a file:// URL."""
 
 import email.message
+import importlib.util
 import hashlib
 import io
 import os
@@ -18,7 +19,8 @@ import sklearn
 from PIL import Image
 
 import aiqn.data  # noqa: F401  (registers datasets)
-from aiqn.data import download, get_dataset, load_split, photos32, registered_names
+from aiqn.data import download, get_dataset, load_split, photos8, photos32, registered_names
+from aiqn.data.bundled import BundledFileMissing
 from aiqn.data.download import ChecksumMismatch, RawFileMissing, UnsafeArchive, ensure_raw_file, safe_extract
 from aiqn.data.prepare import carve_validation, prepare_dataset
 from aiqn.data.registry import Source
@@ -112,6 +114,98 @@ def test_photos32_wrong_checksum_names_the_file_and_the_fix(monkeypatch, tmp_pat
     monkeypatch.setattr(photos32, "PHOTOS", wrong)
     with pytest.raises(ValueError, match=r"china\.jpg: sha256 8378025a.* differs from the expected 0{64}.*reinstall"):
         photos32.prepare(tmp_path, dict(OPTIONS))
+
+
+# -------------------------------------------------------------------------------------- photos8
+
+needs_skimage = pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
+                                   reason="photos8's photos ship with scikit-image 0.26.0 (Python 3.11+), not installed")
+
+
+@pytest.fixture(scope="module")
+def photos8_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("photos8")
+    prepare_dataset("photos8", out / "raw", out, dict(OPTIONS), {"fraction": 0.15, "seed": 0})
+    return out
+
+
+@needs_skimage
+def test_photos8_is_registered_with_nine_photos_whose_checksums_match_the_installed_files():
+    spec = get_dataset("photos8")
+    assert spec.shape == (3, 8, 8) and spec.levels == 256 and spec.num_classes == 9
+    assert photos8.CLASS_NAMES == ("astronaut", "chelsea", "coffee", "hubble_deep_field", "motorcycle_left", "rocket",
+                                   "ihc", "china", "flower")
+    for package, folder, source in photos8.PHOTOS:
+        assert sha256_file(photos8.photo_path(package, folder, source)) == source.sha256
+
+
+@needs_skimage
+def test_photos8_tiles_every_photo_splits_at_random_stratified_by_photo(photos8_dir):
+    splits = {name: load_split(photos8_dir / f"{name}.npz") for name in ("train", "val", "test")}
+    assert {name: len(x) for name, (x, _) in splits.items()} == {"train": 31322, "val": 5528, "test": 9213}
+    labels = np.concatenate([y for _, y in splits.values()])
+    # the 8x8 grid of each photo: 64x64, 37x56, 50x75, 109x125, 62x92, 53x80, 64x64, 53x80, 53x80 tiles
+    assert np.bincount(labels).tolist() == [4096, 2072, 3750, 13625, 5704, 4240, 4096, 4240, 4240]
+    for x, y in splits.values():  # stratified: every split holds each photo in proportion
+        assert x.dtype == np.uint8 and x.shape[1:] == (3, 8, 8)
+        np.testing.assert_allclose(np.bincount(y, minlength=9) / len(y), np.bincount(labels) / len(labels), atol=2e-3)
+    test_x, test_y = splits["test"]
+    assert set(test_y[:64]) == set(range(9))  # round-robin order: the sample grid shows every photo
+    assert test_x.max() == 255 and test_x.min() == 0 and len(np.unique(test_x)) == 256  # 256 levels in use
+    # random over tiles, not by region: held-out tiles come from the top and the bottom of a photo
+    index = read_json(photos8_dir / "meta.json")["provenance"]["tiles"]
+    assert index["n"] == 46063 and index["per_photo"]["astronaut"]["tiles"] == 4096
+
+
+@needs_skimage
+def test_photos8_tiles_are_the_photo_pixels():
+    package, folder, source = photos8.PHOTOS[1]  # chelsea.png, 300 x 451: grid centred, 2 rows and 1 col left over
+    photo = np.asarray(Image.open(photos8.photo_path(package, folder, source)).convert("RGB"))
+    train, test, _ = photos8.prepare(Path("unused"), dict(OPTIONS))
+    everything = {x.tobytes(): y for x, y in zip(np.concatenate([train["images"], test["images"]]),
+                                                 np.concatenate([train["labels"], test["labels"]]))}
+    assert len(everything) > 45000  # a few flat tiles repeat (black sky of the Hubble field)
+    top, left = (300 - 37 * 8) // 2, (451 - 56 * 8) // 2
+    tile = np.ascontiguousarray(photo[top + 8 : top + 16, left + 24 : left + 32].transpose(2, 0, 1))
+    assert everything[tile.tobytes()] == 1
+
+
+@needs_skimage
+def test_photos8_provenance_records_every_photo_with_a_locator_that_resolves(photos8_dir):
+    meta = read_json(photos8_dir / "meta.json")
+    raw = meta["provenance"]["raw_files"]
+    assert [r["locator"] for r in raw][:2] == ["skimage:data/astronaut.png", "skimage:data/chelsea.png"]
+    assert raw[-1]["locator"] == "sklearn:datasets/images/flower.jpg"
+    for record, (_, _, source) in zip(raw, photos8.PHOTOS):
+        assert record["sha256"] == source.sha256 and resolve(record, Path("/nowhere")) == Path(record["path"])
+    assert "scikit-image 0.26.0" in meta["provenance"]["source"] and meta["provenance"]["classes"][3] == "hubble_deep_field"
+
+
+@needs_skimage
+def test_photos8_a_changed_photo_stops_it_naming_the_file_and_the_fix(monkeypatch, tmp_path):
+    package, folder, source = photos8.PHOTOS[5]
+    changed = (*photos8.PHOTOS[:5], (package, folder, replace(source, sha256="1" * 64)), *photos8.PHOTOS[6:])
+    monkeypatch.setattr(photos8, "PHOTOS", changed)
+    with pytest.raises(ChecksumMismatch, match=r"data/rocket\.jpg: sha256 c2dd0de7.* differs from the expected 1{64}; "
+                                               r"reinstall scikit-image: pip install --force-reinstall scikit-image==0\.26\.0"):
+        photos8.prepare(tmp_path, dict(OPTIONS))
+
+
+def test_photos8_without_scikit_image_says_what_to_install(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(BundledFileMissing, match=r"dataset photos8 reads files bundled with skimage, which is not "
+                                                 r"installed; install it: pip install scikit-image==0\.26\.0"):
+        photos8.prepare(tmp_path, dict(OPTIONS))
+
+
+@needs_skimage
+def test_photos8_a_missing_photo_is_named(monkeypatch, tmp_path):
+    package, folder, source = photos8.PHOTOS[0]
+    gone = ((package, folder, replace(source, filename="astronaut-gone.png")), *photos8.PHOTOS[1:])
+    monkeypatch.setattr(photos8, "PHOTOS", gone)
+    with pytest.raises(BundledFileMissing, match=r"astronaut-gone\.png is missing; reinstall"):
+        photos8.prepare(tmp_path, dict(OPTIONS))
 
 
 # --------------------------------------------------------------------------------- ensure_raw_file

@@ -79,6 +79,10 @@ def test_ci_pipeline_writes_table1_and_figures(ci_run):
     assert {"pixelcnn", "pixeliqn"} <= set(colour.model) and colour[~colour.metric.isin(["bits/dim", "memorised (pixels)"])].label.str.contains("photos32-classifier").all()
     with __import__("numpy").load(ci_run / "results/samples/photos32/pixeliqn/seed-0/0000150.npz") as arrays:
         assert arrays["images"].shape == (100, 3, 32, 32) and arrays["images"].dtype == "uint8"
+    tiles = ours[ours.dataset == "photos8"]  # the natural-image testbed: 8x8x3 at 256 levels, its own classifier
+    assert set(tiles.model) >= {"pixelcnn", "pixeliqn"} and tiles[tiles.metric == "FID"].label.str.contains("photos8-classifier").all()
+    accuracy = json.loads((ci_run / "results/extractors/photos8/classifier.json").read_text())
+    assert accuracy["test_accuracy"] > 0.5  # nine photos: chance is 0.11
     assert table.source.str.startswith("paper").any()
     for figure in ("digits_samples.png", "digits_training_curves.png", "digits_loss.png",
                    "digits_pixeliqn_cond_classes.png", "photos32_pixeliqn_cond_classes.png",
@@ -105,7 +109,7 @@ def test_ci_run_summarises_every_table_for_dvc_and_where_its_time_went(ci_run):
     fid = over_seeds(table[(table.source == "ours") & (table.dataset == "digits") & (table.metric == "FID")])
     for row in fid.itertuples():  # metrics.json holds the rendered table's numbers
         assert summary["table1"]["digits"][row.model]["FID"]["value"] == pytest.approx(row.value, abs=1e-5)
-    assert set(summary["claims"]["aiqn-fid"]) == {"digits", "photos32"}
+    assert set(summary["claims"]["aiqn-fid"]) == {"digits", "photos32", "photos8"}
     for name in ("aiqn_vae", "cqf_table1", "agave_table1"):
         assert summary[name]["digits"], name
     # the data of `dvc plots`: a loss file per model and method run, an FID file per dataset
@@ -328,7 +332,7 @@ def test_audit_passes_then_names_every_tampered_file(ci_run, tmp_path):
     [
         (("provenance", "table9", "--row", "pixeliqn", "--metric", "FID"), "table1"),
         (("provenance", "table1", "--row", "pixeliqn", "--metric", "KID"), "metrics: FID, FID vs test, FID vs train, FID vs val, IS, KID vs test"),
-        (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32)"),
+        (("provenance", "table1", "--row", "pixeliqn", "--metric", "FID"), "give --dataset (one of digits, photos32, photos8)"),
         (("provenance", "table1", "--row", "pixelsnail", "--metric", "FID"), "rows: "),
         (("provenance", "table1", "--row", "PixelIQN", "--metric", "FID"), "give --dataset"),
     ],
@@ -457,6 +461,13 @@ def test_the_sweep_chooses_a_configuration_that_the_final_training_uses(ci_run):
         assert len(report) == 4 and report.chosen.sum() == 1
         assert (ci_run / f"reports/figures/digits_{model}_sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert not (ci_run / "results/sweeps/photos32").exists()  # sweep.datasets: digits only
+    # common random numbers: both heads' trial t<i> drew the same optimizer and lr, shown side by side
+    drawn = {model: pd.read_csv(ci_run / f"results/sweeps/digits/{model}/configs.tsv", sep="\t")
+             for model in ("pixelcnn", "pixeliqn")}
+    pd.testing.assert_frame_equal(drawn["pixelcnn"][["trial", "optimizer", "lr"]], drawn["pixeliqn"][["trial", "optimizer", "lr"]])
+    shared = pd.read_csv(ci_run / "reports/sweeps/shared/digits.csv")
+    assert shared.lr.tolist() == drawn["pixelcnn"].lr.tolist() and {"pixelcnn FID @20", "pixeliqn FID @60"} <= set(shared)
+    assert "common random numbers" in (ci_run / "reports/sweeps/shared/digits.md").read_text()
 
 
 @pytest.mark.slow
@@ -482,8 +493,9 @@ def test_a_transiently_failed_trial_is_rerun_and_nothing_else(ci_run, tmp_path):
 @pytest.mark.slow
 def test_inpainting_and_quantile_density_figures_come_with_the_run(ci_run):
     models = {"digits": {"pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"},
-              "photos32": {"pixelcnn", "pixeliqn", "pixeliqn_cond"}}  # profiles/ci: run.models_per_dataset
-    for dataset in ("digits", "photos32"):
+              "photos32": {"pixelcnn", "pixeliqn", "pixeliqn_cond"},  # profiles/ci: run.models_per_dataset
+              "photos8": {"pixelcnn", "pixeliqn"}}
+    for dataset in ("digits", "photos32", "photos8"):
         record = json.loads((ci_run / f"results/inpainting/{dataset}.npz.json").read_text())
         assert set(record["models"]) == models[dataset] and record["completions"] == 5
         with __import__("numpy").load(ci_run / f"results/inpainting/{dataset}.npz") as arrays:

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from aiqn.methods.pixeliqn.sweep import draw_configs, promote, rank, rung_budgets, survivors, train_overrides
+from aiqn.methods.pixeliqn.sweep import (draw_configs, promote, rank, rung_budgets, shared_dimensions, survivors,
+                                        train_overrides)
 from aiqn.methods.pixeliqn.sweep_trial import read_configs, rung_decision, run_trial, selection, write_configs
 
 IQN_SPACE = {"optimizer": {"choice": ["rmsprop", "adam", "sgd"]}, "lr": {"log_uniform": [1e-4, 1e-2]},
@@ -17,11 +18,10 @@ CNN_SPACE = {"optimizer": {"choice": ["rmsprop", "adam", "sgd"]}, "lr": {"log_un
              "schedule": {"choice": ["constant", "decaying"]}}
 
 
-def test_draws_are_seeded_per_model_and_stay_inside_the_space():
+def test_draws_are_seeded_and_stay_inside_the_space():
     rows = draw_configs(IQN_SPACE, 200, seed=0, model="pixeliqn")
     assert rows == draw_configs(IQN_SPACE, 200, seed=0, model="pixeliqn")
     assert rows != draw_configs(IQN_SPACE, 200, seed=1, model="pixeliqn")
-    assert rows[0] != draw_configs(IQN_SPACE, 1, seed=0, model="other")[0]
     assert [r["trial"] for r in rows[:3]] == ["t000", "t001", "t002"]
     lrs = np.array([r["lr"] for r in rows])
     assert lrs.min() >= 1e-4 and lrs.max() <= 1e-2
@@ -32,6 +32,59 @@ def test_draws_are_seeded_per_model_and_stay_inside_the_space():
     assert plain and all(r["kappa"] == 0.0 for r in plain)
     assert all(1e-3 <= r["kappa"] <= 1e-1 for r in rows if r["loss"] == "huber")
     assert all(r["schedule"] == "constant" for r in rows)  # PixelIQN: constant rates only
+
+
+def test_both_heads_get_the_same_draws_of_what_they_share():
+    """Common random numbers: trial i of every model has the same optimizer and lr (same space),
+    whatever else its space draws; a dimension defined differently is not shared."""
+    cnn = draw_configs(CNN_SPACE, 50, seed=4, model="pixelcnn")
+    iqn = draw_configs(IQN_SPACE, 50, seed=4, model="pixeliqn")
+    assert [(r["optimizer"], r["lr"]) for r in cnn] == [(r["optimizer"], r["lr"]) for r in iqn]
+    assert len({r["lr"] for r in cnn}) == 50  # and they are draws, not one value
+    # a trial's draws do not depend on how many trials are drawn, nor on the other dimensions
+    alone = draw_configs({"lr": CNN_SPACE["lr"]}, 3, seed=4, model="x")
+    assert [r["lr"] for r in alone] == [r["lr"] for r in cnn[:3]]
+    assert shared_dimensions({"pixelcnn": CNN_SPACE, "pixeliqn": IQN_SPACE}) == (["optimizer", "lr"], {})
+    narrow = {**IQN_SPACE, "lr": {"log_uniform": [1e-4, 1e-3]}}
+    assert shared_dimensions({"pixelcnn": CNN_SPACE, "pixeliqn": narrow}) == (["optimizer"], {"lr": ["pixelcnn", "pixeliqn"]})
+    moved = draw_configs(narrow, 50, seed=4, model="pixeliqn")
+    assert all(a["lr"] != b["lr"] for a, b in zip(cnn, moved))
+    # the same uniform number lands at the same quantile of each log-uniform range
+    assert all(np.log(b["lr"] / 1e-4) / np.log(10) == pytest.approx(np.log(a["lr"] / 1e-4) / np.log(100))
+               for a, b in zip(cnn, moved))
+
+
+def test_the_side_by_side_report_shows_shared_draws_once_and_refuses_unequal_ones():
+    import pandas as pd
+
+    from aiqn.report.sweeps import shared_draws_table
+
+    def table(rows, values):
+        return pd.DataFrame([{**r, "rung": 0, "budget": 40, "metric": "FID", "value": v, "status": "ok",
+                              "chosen": i == int(np.argmin(values))} for i, (r, v) in enumerate(zip(rows, values))])
+
+    cnn, iqn = draw_configs(CNN_SPACE, 3, 0, "pixelcnn"), draw_configs(IQN_SPACE, 3, 0, "pixeliqn")
+    spaces = {"pixelcnn": CNN_SPACE, "pixeliqn": IQN_SPACE}
+    frame, shared = shared_draws_table({"pixelcnn": table(cnn, [3.0, 1.0, 2.0]),
+                                        "pixeliqn": table(iqn, [5.0, 6.0, 4.0])}, spaces)
+    assert shared == ["optimizer", "lr"]
+    assert frame["lr"].tolist() == [r["lr"] for r in cnn]
+    assert {"pixelcnn schedule", "pixeliqn kappa", "pixeliqn loss", "pixelcnn FID @40", "pixeliqn FID @40"} <= set(frame)
+    assert frame["pixelcnn chosen"].tolist() == [False, True, False] and frame["pixeliqn chosen"].tolist() == [False, False, True]
+    other = [{**r, "lr": r["lr"] * 2} for r in iqn]
+    with pytest.raises(ValueError, match="pixeliqn: its lr draws differ from pixelcnn's"):
+        shared_draws_table({"pixelcnn": table(cnn, [1, 2, 3]), "pixeliqn": table(other, [1, 2, 3])}, spaces)
+
+
+def test_the_default_sweeps_share_optimizer_and_lr_and_differ_only_where_the_paper_says():
+    """params.yaml: PixelIQN's space is the PixelCNN's less the schedule (the paper: "constant learning
+    rates only"), plus kappa and the loss."""
+    import yaml
+    from pathlib import Path
+
+    spaces = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["sweep"]["spaces"]
+    assert shared_dimensions(spaces) == (["optimizer", "lr"], {})
+    assert set(spaces["pixelcnn"]) - set(spaces["pixeliqn"]) == {"schedule"}
 
 
 def test_an_unknown_hyperparameter_is_named():

@@ -266,7 +266,8 @@ def cmd_claims(args) -> None:
                  for metric in (label, KID_METRIC, MEMORISED)
                  if metric == label or any(r["model"] == model and r["metric"] == metric
                                                and r["dataset"] == row.dataset for r in records[table])]
-        cells.append({"table": "claims", "dataset": row.dataset, "model": row.claim, "metric": "a - b",
+        name = row.claim if row.checkpoint == "final" else f"{row.claim} ({row.checkpoint})"
+        cells.append({"table": "claims", "dataset": row.dataset, "model": name, "metric": "a - b",
                       "label": f"{row.metric}: {row.model_a} - {row.model_b}", "value": float(row.difference),
                       "source": "ours", "verdict": row.verdict,
                       "record": {"claims_file": file_record(args.claims), "table_rule": "claims", "code": code,
@@ -277,7 +278,23 @@ def cmd_claims(args) -> None:
     frame.to_csv(out / "claims.csv", index=False)
     (out / "claims.md").write_text(render_markdown(frame))
     write_json(args.provenance, cells)
-    log.info("%s", "; ".join(f"{r.claim} on {r.dataset}: {r.verdict}" for r in frame.itertuples()))
+    log.info("%s", "; ".join(f"{r.claim} on {r.dataset} ({r.checkpoint}): {r.verdict}" for r in frame.itertuples()))
+
+
+def cmd_budget_curve(args) -> None:
+    """Every Table 1 claim at every checkpoint step of one dataset: a CSV and a figure."""
+    from aiqn.report.claims import budget_curve, load_claims, plot_budget_curve
+    from aiqn.report.tables import load_metric_records
+
+    records = load_metric_records(args.metrics)
+    frame = budget_curve(load_claims(args.claims), records[records["dataset"] == args.dataset])
+    if frame.empty:
+        raise ValueError(f"no Table 1 claim of {args.claims} has both its models on {args.dataset}")
+    frame.to_csv(args.csv, index=False)
+    plot_budget_curve(frame, args.dataset, args.figure)
+    last = frame[frame["step"] == frame["step"].max()]
+    log.info("%s at step %d: %s", args.dataset, frame["step"].max(),
+             "; ".join(f"{r.claim} ({r.checkpoint}) {r.verdict}" for r in last.itertuples()))
 
 
 def cmd_provenance(args) -> None:
@@ -419,6 +436,13 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--provenance", required=True, help="JSON: one record per claim and dataset")
     p.add_argument("--provenance-dir", default="reports/provenance", help="where the tables' records are")
+
+    p = verb("budget-curve", cmd_budget_curve, "every Table 1 claim's a - b at every checkpoint step of a dataset")
+    p.add_argument("--claims", required=True, help="paper/claims.yaml")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--metrics", nargs="+", required=True, help="the metrics JSON of every checkpoint and seed")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--figure", required=True)
 
     p = verb("provenance", cmd_provenance, "print the chain of files, configs and code behind one table cell")
     p.add_argument("table", help="table name, e.g. table1")

@@ -25,6 +25,8 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from aiqn.report.tables import CHOSEN
+
 Z95 = stats.norm.ppf(0.975)
 VERDICT_RULE = ("holds: the 95% interval of a - b lies wholly on the claimed side of 0; reversed: wholly on the "
                 "other side; inconclusive: it contains 0, or there is none")
@@ -132,9 +134,19 @@ def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (claim, dataset): the paper's values, ours, a - b with its interval and verdict, the
-    KID version where the claim asks for it, and the memorisation fraction of both models."""
+CHECKPOINTS = (("final", ""), ("chosen on validation", CHOSEN))  # (checkpoint column, model-name suffix)
+
+
+def _at_checkpoint(side: dict, suffix: str) -> dict:
+    """A claim side's pattern for the rows '<model><suffix>' (Table 1's validation-chosen rows)."""
+    return {**side, "model": f"(?:{side['model']}){re.escape(suffix)}"} if suffix else side
+
+
+def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame], strict: bool = True) -> pd.DataFrame:
+    """One row per (claim, dataset, checkpoint): the paper's values, ours, a - b with its interval and
+    verdict, the KID version where the claim asks for it, and the memorisation fraction of both models.
+    `checkpoint` is 'final', or 'chosen on validation' where the table has both models' rows at the
+    checkpoint each seed's FID vs val chose (Table 1). `strict`: refuse a claim that no dataset tests."""
     out = []
     for claim in claims:
         if claim["table"] not in tables:
@@ -142,9 +154,11 @@ def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.D
         table = tables[claim["table"]]
         datasets = pd.unique(table[table["source"] == "ours"]["dataset"])
         tested = 0
-        for dataset in datasets:
-            rows_a = _rows(table, claim["a"], claim["metric"], dataset)
-            side_b = _bound_to(claim["b"], claim["a"], str(rows_a["model"].iloc[0])) if len(rows_a) else claim["b"]
+        for dataset, (checkpoint, suffix) in ((d, c) for d in datasets for c in CHECKPOINTS):
+            side_a = _at_checkpoint(claim["a"], suffix)
+            rows_a = _rows(table, side_a, claim["metric"], dataset)
+            side_b = _at_checkpoint(claim["b"], suffix)
+            side_b = _bound_to(side_b, side_a, str(rows_a["model"].iloc[0])) if len(rows_a) else side_b
             rows_b = _rows(table, side_b, claim["metric"], dataset)
             if not len(rows_a) or not len(rows_b):  # the dataset runs only some models (run.models_per_dataset)
                 continue
@@ -152,18 +166,20 @@ def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.D
             a, b = _estimate(rows_a), _estimate(rows_b)
             d, low, high = difference(a, b)
             row = {"claim": claim["id"], "paper": claim["paper"], "where": claim["where"],
-                   "statement": claim["statement"], "dataset": dataset, "metric": claim["metric"],
+                   "statement": claim["statement"], "dataset": dataset, "checkpoint": checkpoint,
+                   "metric": claim["metric"],
                    "better": claim["better"], "model_a": rows_a["model"].iloc[0], "model_b": rows_b["model"].iloc[0],
                    "label_a": rows_a["label"].iloc[0], "label_b": rows_b["label"].iloc[0]}
             paper = claim["paper_values"] or {}
             row.update(paper_dataset=paper.get("dataset"), paper_a=paper.get("a"), paper_b=paper.get("b"),
                        ours_a=a.value, ours_b=b.value, ours_a_per_seed=list(a.per_seed),
                        ours_b_per_seed=list(b.per_seed), difference=d, difference_low=low, difference_high=high,
+                       half_width=None if low is None else (high - low) / 2,
                        noise=a.noise if a.noise == b.noise else f"{a.noise} / {b.noise}",
                        verdict=verdict(low, high, claim["better"]))
             if claim.get("kid"):
-                kid_a = _rows(table, claim["a"], KID_METRIC, dataset)
-                kid_b = _rows(table, claim["b"], KID_METRIC, dataset)
+                kid_a = _rows(table, side_a, KID_METRIC, dataset)
+                kid_b = _rows(table, side_b, KID_METRIC, dataset)
                 if len(kid_a) and len(kid_b):
                     kd, klow, khigh = difference(_estimate(kid_a), _estimate(kid_b))
                     row.update(kid_difference=kd, kid_low=klow, kid_high=khigh, kid_verdict=verdict(klow, khigh, "lower"))
@@ -171,7 +187,7 @@ def evaluate_claims(claims: list[dict], tables: dict[str, pd.DataFrame]) -> pd.D
                 mem = _rows(table, {"model": re.escape(str(rows["model"].iloc[0]))}, MEMORISED, dataset)
                 row[f"memorised_{side}"] = float(mem["value"].mean()) if len(mem) else None
             out.append(row)
-        if not tested:
+        if not tested and strict:
             models = sorted(set(map(str, table[table["source"] == "ours"]["model"])))
             raise ValueError(f"claim {claim['id']}: no dataset of {claim['table']} has {claim['metric']} rows matching "
                              f"both {claim['a']} and {claim['b']}; its rows: {', '.join(models)}")
@@ -187,17 +203,78 @@ def render_markdown(frame: pd.DataFrame) -> str:
              "bootstrap of the FID over samples; the spread over splits or subsets for IS and KID; for bits/dim a t "
              "interval over test images, each row's alone: conservative, as both rows score the same images). 'KID' is the "
              "same comparison on KID x1000 vs the held-out test images. 'memorised': fraction of each model's samples "
-             "closer to a training image than 95% of test images (pixels). Explanations: docs/verdicts.md.", ""]
-    header = ["claim", "paper (where)", "dataset", "metric", "a vs b", "paper a / b", "ours a / b", "a - b [95%]",
-              "noise", "verdict", "KID a - b [95%]", "memorised a / b"]
+             "closer to a training image than 95% of test images (pixels). 'checkpoint': each model's final checkpoint, "
+             "or (Table 1) each seed's checkpoint with the lowest FID vs the validation split. 'resolves': the interval's "
+             "half-width, the smallest difference these seeds could tell from 0; how a - b moves with "
+             "the training budget: reports/figures/<dataset>_budget.png. Explanations: docs/verdicts.md.", ""]
+    header = ["claim", "paper (where)", "dataset", "checkpoint", "metric", "a vs b", "paper a / b", "ours a / b", "a - b [95%]",
+              "resolves", "noise", "verdict", "KID a - b [95%]", "memorised a / b"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in frame.itertuples():
         kid = "–"
         if isinstance(getattr(r, "kid_difference", None), float) and not math.isnan(r.kid_difference):
             kid = f"{_fmt(r.kid_difference)} [{_fmt(r.kid_low)}, {_fmt(r.kid_high)}] {r.kid_verdict}"
-        cells = [r.claim, f"{r.paper} ({r.where})", r.dataset, r.metric, f"{r.model_a} vs {r.model_b} ({r.better})",
+        cells = [r.claim, f"{r.paper} ({r.where})", r.dataset, r.checkpoint, r.metric, f"{r.model_a} vs {r.model_b} ({r.better})",
                  f"{_fmt(r.paper_a)} / {_fmt(r.paper_b)}", f"{_fmt(r.ours_a)} / {_fmt(r.ours_b)}",
-                 f"{_fmt(r.difference)} [{_fmt(r.difference_low)}, {_fmt(r.difference_high)}]", r.noise,
+                 f"{_fmt(r.difference)} [{_fmt(r.difference_low)}, {_fmt(r.difference_high)}]",
+                 "–" if pd.isna(r.half_width) else f"±{_fmt(r.half_width)}", r.noise,
                  f"**{r.verdict}**", kid, f"{_fmt(r.memorised_a)} / {_fmt(r.memorised_b)}"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def budget_curve(claims: list[dict], records: pd.DataFrame, table: str = "table1") -> pd.DataFrame:
+    """Every claim on `table` at every checkpoint step: `records` are the long metric records of every
+    checkpoint (aiqn.report.tables.load_metric_records), and each step's records are judged as if they
+    were the final ones (evaluate_claims: a - b, its 95% interval over seeds, the verdict). One row per
+    (claim, dataset, step); a claim whose models lack a step is left out there."""
+    ours = records[records["step"].notna()].assign(source="ours")
+    frames = []
+    for step in sorted(ours["step"].unique()):
+        frame = evaluate_claims([c for c in claims if c["table"] == table], {table: ours[ours["step"] == step]},
+                                strict=False)
+        if len(frame):
+            frames.append(frame.assign(step=int(step)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_budget_curve(frame: pd.DataFrame, dataset: str, out_path) -> None:
+    """One panel per claim: a - b with its 95% interval against the training step, 0 marked and the
+    claimed side shaded, each point coloured by its verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"holds": "tab:green", "reversed": "tab:red", "inconclusive": "tab:gray"}
+    claims = list(dict.fromkeys(frame["claim"]))
+    cols = min(3, max(1, len(claims)))
+    rows = math.ceil(len(claims) / cols) if claims else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, claim in zip(axes.flat, claims):
+        part = frame[frame["claim"] == claim].sort_values("step")
+        low = part["difference_low"].astype(float).to_numpy()
+        high = part["difference_high"].astype(float).to_numpy()
+        d = part["difference"].astype(float).to_numpy()
+        ax.plot(part["step"], d, color="black", lw=1, alpha=0.6)
+        for step, value, lo, hi, word in zip(part["step"], d, low, high, part["verdict"]):
+            ax.errorbar([step], [value], yerr=[[value - lo], [hi - value]] if not math.isnan(lo) else None,
+                        fmt="o", color=colours[word], capsize=3)
+        ax.axhline(0, color="black", lw=0.8)
+        better = part["better"].iloc[0]
+        top = ax.get_ylim()
+        ax.axhspan(top[0] if better == "lower" else 0, 0 if better == "lower" else top[1], color="tab:green", alpha=0.07)
+        ax.set_ylim(top)
+        ax.set_title(f"{claim}\n{part['model_a'].iloc[0]} - {part['model_b'].iloc[0]} ({part['metric'].iloc[0]})",
+                     fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(claims):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=w) for w, c in colours.items()]
+    fig.legend(handles=handles, loc="lower right", fontsize=8, title="verdict at that step")
+    fig.suptitle(f"{dataset}: each Table 1 claim's a - b (95% interval over seeds) against the training budget; "
+                 "shaded: the side the paper claims", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)

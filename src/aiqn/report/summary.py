@@ -19,7 +19,7 @@ from aiqn.report.tables import OURS_SOURCE, over_seeds
 
 ROW_NUMBERS = ("value", "low", "high", "std")  # what a table cell shows; absent (NaN) ones are left out
 CLAIM_NUMBERS = ("ours_a", "ours_b", "difference", "difference_low", "difference_high", "kid_difference", "kid_low",
-                 "kid_high", "memorised_a", "memorised_b")
+                 "kid_high", "memorised_a", "memorised_b", "half_width")
 CLAIM_WORDS = ("verdict", "kid_verdict")
 
 
@@ -58,14 +58,17 @@ def table_metrics(table: pd.DataFrame) -> dict:
 
 
 def claims_metrics(claims: pd.DataFrame) -> dict:
-    """{claim: {dataset: {...}}}: each verdict's numbers (both models' values, the difference and its interval,
+    """{claim: {dataset: {...}}} ('<claim> (chosen on validation)' for the rows at the validation-chosen
+    checkpoint): each verdict's numbers (both models' values, the difference and its interval,
     the KID version, the memorised fractions) and its words (verdict, kid_verdict)."""
     summary: dict = {}
     for row in claims.to_dict("records"):
         numbers = {name: _number(row.get(name)) for name in CLAIM_NUMBERS}
         cell = {name: number for name, number in numbers.items() if number is not None}
         cell.update({name: str(row[name]) for name in CLAIM_WORDS if isinstance(row.get(name), str)})
-        summary.setdefault(str(row["claim"]), {})[str(row["dataset"])] = cell
+        checkpoint = row.get("checkpoint", "final")
+        key = str(row["claim"]) if checkpoint in ("final", None) or pd.isna(checkpoint) else f"{row['claim']} ({checkpoint})"
+        summary.setdefault(key, {})[str(row["dataset"])] = cell
     return summary
 
 
