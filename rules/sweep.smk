@@ -57,7 +57,7 @@ rule sweep_trial:
         gpu=1 if uses_gpu() else 0,
     params:
         model_config=lambda w: model_config_json(w.dataset, w.model),
-        base_train=lambda w: as_json(train_section(w.dataset, w.model)),
+        base_train=lambda w: as_json(sweep_base_train(w.dataset, w.model)),
         steps=SWEEP.get("steps", 0),
         budgets=",".join(map(str, sweep_budgets())) if SWEEP else "",
         attempt=trial_attempt,

@@ -24,6 +24,12 @@ def sweep_choice(dataset, model):
     return None
 
 
+def sweep_base_train(dataset, model):
+    """The train section a trial starts from: the model's, eager (a trial of 40-400 steps never
+    repays torch.compile's 30-50 s; profiles/long compiles its final trainings only)."""
+    return {**train_section(dataset, model), "compile": False}
+
+
 def sweep_pairs():
     return [(dataset, model) for dataset, model in run_pairs() if sweep_on(dataset, model)]
 

@@ -272,9 +272,9 @@ def plot_budget_curve(frame: pd.DataFrame, dataset: str, out_path) -> None:
     for ax in list(axes.flat)[len(claims):]:
         ax.axis("off")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=w) for w, c in colours.items()]
-    fig.legend(handles=handles, loc="lower right", fontsize=8, title="verdict at that step")
-    fig.suptitle(f"{dataset}: each Table 1 claim's a - b (95% interval over seeds) against the training budget; "
-                 "shaded: the side the paper claims", fontsize=10)
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="upper right", fontsize=8, ncols=3, title="verdict at that step")
+    fig.suptitle(f"{dataset}: each Table 1 claim's a - b (95% interval over seeds)\nagainst the training budget; "
+                 "shaded: the side the paper claims", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
