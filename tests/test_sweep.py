@@ -198,3 +198,27 @@ def test_a_transient_failure_is_recorded_for_a_retry(tiny, tmp_path):
     result = _run(tiny, tmp_path, row, score=out_of_memory)
     assert result["status"] == "failed" and result["retry"]
     assert result["reason"].startswith("RuntimeError: CUDA out of memory")
+
+
+def test_the_photos8_and_long_profiles_plan_the_headline_claim_on_both_datasets(tmp_path):
+    """profiles/photos8: Table 1's four models and the fair sweep on digits and photos8, the budget curves
+    and the side-by-side sweep reports; profiles/long: the claim's two models at 15,000 steps, compiled,
+    while its sweep trials stay eager (a trial never repays a compile)."""
+    from repo_copy import copy_repo, snakemake
+
+    repo = copy_repo(tmp_path)
+    planned = {}
+    for profile in ("photos8", "long"):
+        result = snakemake(repo, "--profile", f"profiles/{profile}", "--dry-run", "--printshellcmds", timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        planned[profile] = result.stdout
+    for dataset in ("digits", "photos8"):
+        for model in ("pixelcnn", "pixeliqn", "pixelcnn_cond", "pixeliqn_cond"):
+            assert f"--out-dir results/runs/{dataset}/{model}/seed-2 " in planned["photos8"], (dataset, model)
+        assert f"reports/figures/{dataset}_budget.png" in planned["photos8"]
+        assert f"--csv reports/sweeps/shared/{dataset}.csv" in planned["photos8"]
+    trainings = [line for line in planned["long"].splitlines() if " train --dataset " in line]
+    trials = [line for line in planned["long"].splitlines() if " sweep-trial " in line]
+    assert len(trainings) == 12 and all('"compile":true' in t and '"steps":15000' in t for t in trainings)
+    assert len(trials) == 4 * 9 and all('"compile":false' in t for t in trials)
+    assert "pixelcnn_cond" not in planned["long"] and "train-vae" not in planned["long"]
