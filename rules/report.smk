@@ -132,9 +132,10 @@ rule claims:
         "../envs/aiqn.yaml"
     params:
         tables=" ".join(f"{name}={path}" for name, path in claim_tables().items()),
+        models=" ".join(dict.fromkeys(m for d in config["run"]["datasets"] for m in models_for(d))),
     shell:
         "python -m aiqn claims --claims {input.claims} --tables {params.tables} --out-dir reports/tables"
-        " --provenance {output.provenance} > {log} 2>&1"
+        " --provenance {output.provenance} --models {params.models} > {log} 2>&1"
 
 
 # The budget curve: every Table 1 claim's a - b with its 95% interval at each checkpoint step, so a

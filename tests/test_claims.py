@@ -96,7 +96,15 @@ def test_a_claim_whose_rows_exist_nowhere_is_refused_with_the_rows_named():
 
 
 def test_the_projects_claims_file_is_well_formed(tmp_path):
+    import re
+
+    import yaml
+
     claims = load_claims(REPO / "paper/claims.yaml")
+    models = list(yaml.safe_load((REPO / "params.yaml").read_text())["models"])
+    for claim in claims:  # a Table 1 claim names models params.yaml defines (a run that lacks them leaves it out)
+        if claim["table"] == "table1":
+            assert all(any(re.fullmatch(claim[s]["model"], m) for m in models) for s in ("a", "b")), claim["id"]
     assert {c["table"] for c in claims} == {"table1", "aiqn_vae", "agave_table1", "cqf_table1"}
     assert len({c["id"] for c in claims}) == len(claims) >= 11
     bad = tmp_path / "claims.yaml"
@@ -129,3 +137,15 @@ def test_the_budget_curve_judges_every_checkpoint_like_the_final_one():
     fid = steps[-1][steps[-1].metric == "FID"]
     ci = scipy.stats.ttest_rel(fid[fid.model == "a"].value, fid[fid.model == "b"].value).confidence_interval(0.95)
     assert curve.loc[500, "half_width"] == pytest.approx((ci.high - ci.low) / 2)  # what the seeds can resolve
+
+
+def test_a_run_without_a_claims_models_leaves_that_claim_out_and_a_typo_is_still_refused():
+    from aiqn.report.claims import claims_on_models
+
+    cond = {**CLAIM, "id": "cond", "table": "table1", "a": {"model": "pixelcnn_cond"}, "b": {"model": "pixelcnn"}}
+    head = {**CLAIM, "id": "head", "table": "table1", "a": {"model": "pixeliqn"}, "b": {"model": "pixelcnn"}}
+    other = {**CLAIM, "id": "other", "table": "agave", "a": {"model": "AGAVE.*"}}
+    kept, left_out = claims_on_models([cond, head, other], "table1", ["pixelcnn", "pixeliqn"])
+    assert [c["id"] for c in kept] == ["head", "other"] and left_out == ["cond"]
+    with pytest.raises(ValueError, match=r"claim c: no dataset of t has FID rows matching both \{'model': 'pixelsnail'\}"):
+        evaluate_claims([{**CLAIM, "a": {"model": "pixelsnail"}}], {"t": table(1, 2)})  # a typo: still an error

@@ -246,7 +246,8 @@ def cmd_claims(args) -> None:
     import pandas as pd
 
     from aiqn.core.io import file_record, write_json
-    from aiqn.report.claims import KID_METRIC, MEMORISED, evaluate_claims, load_claims, render_markdown
+    from aiqn.report.claims import (KID_METRIC, MEMORISED, claims_on_models, evaluate_claims, load_claims,
+                                    render_markdown)
     from aiqn.report.provenance import find_cell, git_state, load_table_records
 
     tables = dict(pair.split("=", 1) for pair in args.tables)
@@ -254,6 +255,10 @@ def cmd_claims(args) -> None:
     skipped = [c["id"] for c in claims if c["table"] not in tables]
     if skipped:
         log.info("claims on tables this run does not make, left out: %s", ", ".join(skipped))
+    if args.models:
+        claims, untrained = claims_on_models(claims, "table1", args.models)
+        if untrained:
+            log.info("claims on models this run does not train, left out: %s", ", ".join(untrained))
     frame = evaluate_claims([c for c in claims if c["table"] in tables],
                             {name: pd.read_csv(path) for name, path in tables.items()})
     records = {name: load_table_records(args.provenance_dir, name) for name in tables}
@@ -436,6 +441,8 @@ def add_verbs(verb: Declare) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--provenance", required=True, help="JSON: one record per claim and dataset")
     p.add_argument("--provenance-dir", default="reports/provenance", help="where the tables' records are")
+    p.add_argument("--models", nargs="*", default=None,
+                   help="the Table 1 models this run trains: a claim on others is left out, with a log line")
 
     p = verb("budget-curve", cmd_budget_curve, "every Table 1 claim's a - b at every checkpoint step of a dataset")
     p.add_argument("--claims", required=True, help="paper/claims.yaml")

@@ -61,6 +61,22 @@ def load_claims(path) -> list[dict]:
     return doc["claims"]
 
 
+def claims_on_models(claims: list[dict], table: str, models: list[str]) -> tuple[list[dict], list[str]]:
+    """The claims a run can test when it trains only `models` (run.models and run.models_per_dataset):
+    (the claims kept, the ids of the claims on `table` whose a or b pattern matches none of them). A run
+    without the class-conditional models (profiles/long) leaves their claims out instead of failing
+    (a misspelt pattern in paper/claims.yaml is caught by tests/test_claims.py, which matches every
+    Table 1 claim against params.yaml's models)."""
+    kept, left_out = [], []
+    for claim in claims:
+        sides = (claim["a"]["model"], claim["b"]["model"])
+        if claim["table"] == table and not all(any(re.fullmatch(p, m) for m in models) for p in sides):
+            left_out.append(claim["id"])
+        else:
+            kept.append(claim)
+    return kept, left_out
+
+
 def _rows(table: pd.DataFrame, side: dict, metric: str, dataset: str) -> pd.DataFrame:
     """The table's rows of one side of a claim on one dataset (one per seed; several labels are
     narrowed by `side['label']`, and then the first label in table order is kept)."""
