@@ -65,15 +65,16 @@ def test_the_side_by_side_report_shows_shared_draws_once_and_refuses_unequal_one
 
     cnn, iqn = draw_configs(CNN_SPACE, 3, 0, "pixelcnn"), draw_configs(IQN_SPACE, 3, 0, "pixeliqn")
     spaces = {"pixelcnn": CNN_SPACE, "pixeliqn": IQN_SPACE}
-    frame, shared = shared_draws_table({"pixelcnn": table(cnn, [3.0, 1.0, 2.0]),
-                                        "pixeliqn": table(iqn, [5.0, 6.0, 4.0])}, spaces)
+    shared, _ = shared_dimensions(spaces)
     assert shared == ["optimizer", "lr"]
+    frame = shared_draws_table({"pixelcnn": table(cnn, [3.0, 1.0, 2.0]), "pixeliqn": table(iqn, [5.0, 6.0, 4.0])},
+                               spaces, shared)
     assert frame["lr"].tolist() == [r["lr"] for r in cnn]
     assert {"pixelcnn schedule", "pixeliqn kappa", "pixeliqn loss", "pixelcnn FID @40", "pixeliqn FID @40"} <= set(frame)
     assert frame["pixelcnn chosen"].tolist() == [False, True, False] and frame["pixeliqn chosen"].tolist() == [False, False, True]
     other = [{**r, "lr": r["lr"] * 2} for r in iqn]
     with pytest.raises(ValueError, match="pixeliqn: its lr draws differ from pixelcnn's"):
-        shared_draws_table({"pixelcnn": table(cnn, [1, 2, 3]), "pixeliqn": table(other, [1, 2, 3])}, spaces)
+        shared_draws_table({"pixelcnn": table(cnn, [1, 2, 3]), "pixeliqn": table(other, [1, 2, 3])}, spaces, shared)
 
 
 def test_the_default_sweeps_share_optimizer_and_lr_and_differ_only_where_the_paper_says():

@@ -92,14 +92,11 @@ def plot_sweep(frame: pd.DataFrame, out_path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def shared_draws_table(tables: dict[str, pd.DataFrame], spaces: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+def shared_draws_table(tables: dict[str, pd.DataFrame], spaces: dict[str, dict], shared: list[str]) -> pd.DataFrame:
     """The sweeps of one dataset side by side, one row per trial: the draws every model shares
-    (common random numbers: refused unless equal for every model), then per model its own draws,
-    its metric at each rung it reached and whether it was chosen. `tables`: {model: sweep_table(...)}.
-    Returns (frame, the shared dimensions)."""
-    from aiqn.methods.pixeliqn.sweep import shared_dimensions
-
-    shared, _ = shared_dimensions({model: spaces[model] for model in tables})
+    (`shared`, aiqn.methods.pixeliqn.sweep.shared_dimensions: common random numbers, refused unless
+    equal for every model), then per model its own draws, its metric at each rung it reached and
+    whether it was chosen. `tables`: {model: sweep_table(...)}; `spaces`: {model: its search space}."""
     models = list(tables)
     first = tables[models[0]].drop_duplicates("trial").set_index("trial")
     frame = pd.DataFrame(index=sorted(first.index))
@@ -119,7 +116,7 @@ def shared_draws_table(tables: dict[str, pd.DataFrame], spaces: dict[str, dict])
             frame[f"{model} {part['metric'].iloc[0]} @{int(part['budget'].iloc[0])}"] = values.reindex(frame.index)
         chosen = table[table["chosen"]]["trial"].tolist()
         frame[f"{model} chosen"] = [trial in chosen for trial in frame.index]
-    return frame.reset_index(), shared
+    return frame.reset_index()
 
 
 def write_shared_draws(frame: pd.DataFrame, shared: list[str], csv_path: str | Path, md_path: str | Path,

@@ -292,8 +292,8 @@ def cmd_sweep_shared(args) -> None:
     for path in args.results:  # results/sweeps/<dataset>/<model>/rung<r>/<trial>.json
         results[Path(path).parts[-3]].append(path)
     tables = {model: sweep_table(results[model], path) for model, path in selected.items()}
-    frame, shared = shared_draws_table(tables, spaces)
-    _, differ = shared_dimensions({model: spaces[model] for model in selected})
+    shared, differ = shared_dimensions({model: spaces[model] for model in selected})
+    frame = shared_draws_table(tables, spaces, shared)
     write_shared_draws(frame, shared, args.csv, args.md, args.dataset, differ)
     log.info("%s: %d trials of %s side by side; shared draws: %s", args.dataset, len(frame), ", ".join(selected),
              ", ".join(shared))
