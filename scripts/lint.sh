@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-for overlay in "" profiles/ci/params.yaml profiles/paper/params.yaml profiles/mnist/params.yaml; do
+for overlay in "" profiles/ci/params.yaml profiles/paper/params.yaml profiles/mnist/params.yaml \
+        profiles/photos8/params.yaml profiles/long/params.yaml; do
     echo "snakemake --lint ${overlay:+--configfile $overlay}"
     python -m snakemake --lint ${overlay:+--configfile "$overlay"} >/tmp/aiqn-lint.$$ 2>&1 || {
         cat /tmp/aiqn-lint.$$; rm -f /tmp/aiqn-lint.$$
