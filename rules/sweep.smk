@@ -156,9 +156,6 @@ rule sweep_shared:
         "../envs/aiqn.yaml"
     params:
         spaces=lambda w: as_json({m: SWEEP["spaces"][m] for m in shared_sweep_models(w.dataset)}),
-        selected=lambda w: " ".join(
-            f"{m}=results/sweeps/{w.dataset}/{m}/selected.json" for m in shared_sweep_models(w.dataset)
-        ),
     shell:
         "python -m aiqn sweep-shared --dataset {wildcards.dataset} --spaces {params.spaces:q}"
-        " --selected {params.selected} --results {input.results} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        " --selected {input.selected} --results {input.results} --csv {output.csv} --md {output.md} > {log} 2>&1"

@@ -1,13 +1,11 @@
 # Helpers of rules/sweep.smk (its input functions, names and constants): Snakemake's lint wants
 # functions apart from rules.
 import os
-from collections import namedtuple
 
 
 from aiqn.methods.pixeliqn.sweep import rung_budgets, survivors, trial_name
 
 SWEEP = config["sweep"]
-Wildcards = namedtuple("Wildcards", "dataset model")  # what all_rung_results reads of a job's wildcards
 
 
 def sweep_on(dataset, model):
@@ -52,8 +50,13 @@ def rung_results(dataset, model, rung):
     return [f"results/sweeps/{dataset}/{model}/rung{rung}/{t}.json" for t in rung_trials(dataset, model, rung)]
 
 
+def model_rung_results(dataset, model):
+    """Every trial result of one model's sweep, rung by rung."""
+    return [f for rung in range(len(sweep_budgets())) for f in rung_results(dataset, model, rung)]
+
+
 def all_rung_results(w):
-    return [f for rung in range(len(sweep_budgets())) for f in rung_results(w.dataset, w.model, rung)]
+    return model_rung_results(w.dataset, w.model)
 
 
 def trial_attempt(w):
@@ -74,7 +77,7 @@ def shared_sweep_models(dataset):
 
 
 def shared_sweep_results(w):
-    return [f for model in shared_sweep_models(w.dataset) for f in all_rung_results(Wildcards(w.dataset, model))]
+    return [f for model in shared_sweep_models(w.dataset) for f in model_rung_results(w.dataset, model)]
 
 
 def sweep_targets():

@@ -246,8 +246,8 @@ def cmd_claims(args) -> None:
     import pandas as pd
 
     from aiqn.core.io import file_record, write_json
-    from aiqn.report.claims import (KID_METRIC, MEMORISED, claims_on_models, evaluate_claims, load_claims,
-                                    render_markdown)
+    from aiqn.report.claims import (KID_METRIC, MEMORISED, claim_key, claims_on_models, evaluate_claims,
+                                    load_claims, render_markdown)
     from aiqn.report.provenance import find_cell, git_state, load_table_records
 
     tables = dict(pair.split("=", 1) for pair in args.tables)
@@ -271,8 +271,8 @@ def cmd_claims(args) -> None:
                  for metric in (label, KID_METRIC, MEMORISED)
                  if metric == label or any(r["model"] == model and r["metric"] == metric
                                                and r["dataset"] == row.dataset for r in records[table])]
-        name = row.claim if row.checkpoint == "final" else f"{row.claim} ({row.checkpoint})"
-        cells.append({"table": "claims", "dataset": row.dataset, "model": name, "metric": "a - b",
+        cells.append({"table": "claims", "dataset": row.dataset, "model": claim_key(row.claim, row.checkpoint),
+                      "metric": "a - b",
                       "label": f"{row.metric}: {row.model_a} - {row.model_b}", "value": float(row.difference),
                       "source": "ours", "verdict": row.verdict,
                       "record": {"claims_file": file_record(args.claims), "table_rule": "claims", "code": code,

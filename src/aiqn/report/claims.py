@@ -153,6 +153,12 @@ def _fmt(value, digits: int = 2) -> str:
 CHECKPOINTS = (("final", ""), ("chosen on validation", CHOSEN))  # (checkpoint column, model-name suffix)
 
 
+def claim_key(claim: str, checkpoint: str) -> str:
+    """How a claim row is named in reports/metrics.json and the provenance: the claim's id at its final
+    checkpoint, '<id> (chosen on validation)' at the validation-chosen one."""
+    return claim if checkpoint == "final" else f"{claim} ({checkpoint})"
+
+
 def _at_checkpoint(side: dict, suffix: str) -> dict:
     """A claim side's pattern for the rows '<model><suffix>' (Table 1's validation-chosen rows)."""
     return {**side, "model": f"(?:{side['model']}){re.escape(suffix)}"} if suffix else side

@@ -15,6 +15,7 @@ import math
 
 import pandas as pd
 
+from aiqn.report.claims import claim_key
 from aiqn.report.tables import OURS_SOURCE, over_seeds
 
 ROW_NUMBERS = ("value", "low", "high", "std")  # what a table cell shows; absent (NaN) ones are left out
@@ -66,8 +67,8 @@ def claims_metrics(claims: pd.DataFrame) -> dict:
         numbers = {name: _number(row.get(name)) for name in CLAIM_NUMBERS}
         cell = {name: number for name, number in numbers.items() if number is not None}
         cell.update({name: str(row[name]) for name in CLAIM_WORDS if isinstance(row.get(name), str)})
-        checkpoint = row.get("checkpoint", "final")
-        key = str(row["claim"]) if checkpoint in ("final", None) or pd.isna(checkpoint) else f"{row['claim']} ({checkpoint})"
+        checkpoint = row.get("checkpoint")  # absent from a claims.csv written before the column
+        key = claim_key(str(row["claim"]), checkpoint if isinstance(checkpoint, str) else "final")
         summary.setdefault(key, {})[str(row["dataset"])] = cell
     return summary
 

@@ -282,12 +282,11 @@ def cmd_sweep_report(args) -> None:
 
 
 def cmd_sweep_shared(args) -> None:
-    from aiqn.core.verbs import pairs
     from aiqn.methods.pixeliqn.sweep import shared_dimensions
     from aiqn.report.sweeps import shared_draws_table, sweep_table, write_shared_draws
 
     spaces = json.loads(args.spaces)
-    selected = pairs(args.selected)
+    selected = {Path(path).parent.name: path for path in args.selected}  # results/sweeps/<dataset>/<model>/selected.json
     results = {model: [] for model in selected}
     for path in args.results:  # results/sweeps/<dataset>/<model>/rung<r>/<trial>.json
         results[Path(path).parts[-3]].append(path)
@@ -404,7 +403,7 @@ def add_verbs(verb: Declare) -> None:
     p = verb("sweep-shared", cmd_sweep_shared, "the sweeps of one dataset side by side, trial by trial")
     p.add_argument("--dataset", required=True)
     p.add_argument("--spaces", required=True, help="JSON: sweep.spaces")
-    p.add_argument("--selected", nargs="+", required=True, help="MODEL=PATH of each model's selected.json")
+    p.add_argument("--selected", nargs="+", required=True, help="each model's results/sweeps/<dataset>/<model>/selected.json")
     p.add_argument("--results", nargs="+", required=True, help="every trial result of those models")
     for name in ("csv", "md"):
         p.add_argument(f"--{name}", required=True)
