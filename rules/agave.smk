@@ -9,7 +9,7 @@
 #                                     size (baseline) and the original ungated PixelCNN of the same sizes (plain),
 #                                     trained by the PixelCNN method's `train` verb for the same steps (the matched
 #                                     baselines; pixelcnn_train_shell in rules/common.smk)
-#   evaluate_agave                 -> results/agave/{dataset}/metrics/{name}/seed-{seed}.json: bits/dim on the test
+#   evaluate_agave (one per seed)  -> results/agave/{dataset}/metrics/{name}/seed-{seed}.json: bits/dim on the test
 #                                     split (eq. 7 bound; importance-sampled bound with K for the table's lambdas)
 #   agave_table1                   -> reports/tables/agave_table1.* (mean and interval over seeds),
 #                                     reports/provenance/agave_table1.json
@@ -122,39 +122,55 @@ rule train_agave_baseline:
         pixelcnn_train_shell("agave/{wildcards.dataset}/{wildcards.baseline}/seed-{wildcards.seed}")
 
 
+# Every table row's bits/dim of one seed in one process (`aiqn chain` of `evaluate-agave` calls): a job's
+# start-up (~3 s) paid once per seed instead of once per row; a lambda that only Figure 4 shows (not in
+# the table) is evaluated on its own (evaluate_agave_figure_lambda, below).
 rule evaluate_agave:
     input:
-        checkpoint=lambda w: agave_checkpoint(w.dataset, w.name, w.seed),
+        checkpoints=lambda w: [agave_checkpoint(w.dataset, name, w.seed) for name in agave_table_rows()],
         test=rules.prepare_data.output.test,
         dataset_meta=rules.prepare_data.output.meta,
     output:
-        method_metrics("agave", "{dataset}", "{name}", "{seed}"),
+        [method_metrics("agave", "{dataset}", name, "{seed}") for name in agave_table_rows()],
     log:
-        "logs/agave/evaluate/{dataset}/{name}/seed-{seed}.log",
+        "logs/agave/evaluate/{dataset}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/evaluate_agave/{dataset}/{name}/{seed}.tsv"
-    wildcard_constraints:
-        name="|".join(AGAVE_BASELINES) + f"|ablation|lambda{AGAVE_LAMBDA}",
+        "logs/benchmarks/evaluate_agave/{dataset}/{seed}.tsv"
     conda:
         "../envs/aiqn.yaml"
     threads: 1
     resources:
         gpu=1 if uses_gpu() else 0,
     params:
-        model=lambda w: agave_model_label(w.name),
-        k=lambda w: agave_eval_k(w.name),
-        elbo_samples=config["agave"]["evaluation"]["elbo_samples"],
-        seed=config["agave"]["evaluation"]["seed"],
-        batch_size=config["agave"]["evaluation"]["batch_size"],
-        k_batch=config["agave"]["evaluation"]["k_batch"],
-        device=config["device"],
+        calls=lambda w: " :: ".join(agave_evaluate_call(w.dataset, name, w.seed) for name in agave_table_rows()),
     shell:
-        "python -m aiqn --threads {threads} evaluate-agave --dataset {wildcards.dataset} --model {params.model:q}"
-        " --checkpoint {input.checkpoint} --test {input.test} --dataset-meta {input.dataset_meta}"
-        " --k {params.k} --elbo-samples {params.elbo_samples} --seed {params.seed} --batch-size {params.batch_size}"
-        " --k-batch {params.k_batch} --device {params.device} --rule evaluate_agave"
-        " --wildcards dataset={wildcards.dataset},name={wildcards.name},seed={wildcards.seed} --out {output}"
-        " > {log} 2>&1"
+        "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
+
+
+if agave_figure_only_lambdas():
+
+    rule evaluate_agave_figure_lambda:
+        input:
+            checkpoint=lambda w: agave_checkpoint(w.dataset, f"lambda{w.lam}", w.seed),
+            test=rules.prepare_data.output.test,
+            dataset_meta=rules.prepare_data.output.meta,
+        output:
+            method_metrics("agave", "{dataset}", "lambda{lam}", "{seed}"),
+        log:
+            "logs/agave/evaluate/{dataset}/lambda{lam}/seed-{seed}.log",
+        benchmark:
+            "logs/benchmarks/evaluate_agave_figure_lambda/{dataset}/{lam}/{seed}.tsv"
+        wildcard_constraints:
+            lam="|".join(re.escape(lam) for lam in agave_figure_only_lambdas()),
+        conda:
+            "../envs/aiqn.yaml"
+        threads: 1
+        resources:
+            gpu=1 if uses_gpu() else 0,
+        params:
+            call=lambda w: agave_evaluate_call(w.dataset, f"lambda{w.lam}", w.seed),
+        shell:
+            "python -m aiqn --threads {threads} {params.call} > {log} 2>&1"
 
 
 rule agave_table1:

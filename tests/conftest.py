@@ -1,4 +1,10 @@
-"""Shared fixtures: the real digits data, prepared once per test session."""
+"""Shared fixtures: the real digits data, prepared once per test session, and the CI-profile
+pipeline run (`ci_run`), run once per session for every test that reads it. With pytest-xdist
+(pyproject's addopts: two workers, --dist loadgroup) a module's tests stay on one worker (its
+module fixtures run once), the CI run is built by one worker and read by both, and the longest
+fixtures start first."""
+
+import shutil
 
 import pytest
 import torch
@@ -13,6 +19,59 @@ def digits_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
     prepare_dataset("digits", out / "raw", out, {"test_fraction": 0.2, "split_seed": 0})
     return out
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory, worker_id):
+    """A copy of the repository after `snakemake --profile profiles/ci` (every rule of the default's DAG
+    at its tiny size, on digits, photos32 and photos8), made once per session: under pytest-xdist the
+    first worker that needs it builds it in the folder all workers share, the others wait for it (a file
+    lock). Tests read it; one that changes it works on its own copy (shutil.copytree)."""
+    from filelock import FileLock
+
+    from repo_copy import copy_repo, snakemake
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    repo, failed = shared / "ci_run", shared / "ci_run.failed"
+    with FileLock(str(shared / "ci_run.lock")):
+        if failed.exists():  # another worker's build failed: the same error here, without a second build
+            pytest.fail(failed.read_text())
+        if not (repo / ".snakemake").exists() or not (repo / "reports/runtime/rules.csv").exists():
+            shutil.rmtree(repo, ignore_errors=True)
+            copy_repo(repo)
+            result = snakemake(repo, "--profile", "profiles/ci", timeout=1800)
+            if result.returncode != 0:
+                failed.write_text("the CI run failed:\n" + result.stdout[-3000:] + result.stderr[-5000:])
+                pytest.fail(failed.read_text())
+    return repo
+
+
+# Collection order is the order xdist hands the groups out: first a test that builds the CI run (the
+# longest fixture), then the SLURM comparison (tests/test_slurm.py, two runs of the sweep), the other
+# modules, and last the tests that read the CI run, by then built, spread over both workers.
+BUILDS_CI_RUN = "tests/test_pipeline.py::test_ci_pipeline_writes_table1_and_figures"
+FIRST_MODULES = ("tests/test_slurm.py",)
+
+
+def xdist_group_of(item) -> str:
+    """A test that reads the CI run is a group of its own (any worker may take it); every other test goes
+    with its module, so that module-scoped fixtures run once."""
+    return item.nodeid if "ci_run" in item.fixturenames else item.nodeid.split("::")[0]
+
+
+def collection_rank(item) -> int:
+    if item.nodeid == BUILDS_CI_RUN:
+        return 0
+    if "ci_run" in item.fixturenames:
+        return 3
+    return 1 if item.nodeid.split("::")[0] in FIRST_MODULES else 2
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+    items.sort(key=collection_rank)  # stable: within a rank, the collection order
 
 
 @pytest.fixture(autouse=True)

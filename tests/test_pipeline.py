@@ -1,6 +1,7 @@
 """The whole Snakemake pipeline at the `profiles/ci` size, in a temporary copy of the repo:
 prepare -> train (both models) -> sample -> evaluate -> Table 1 and figures; then a second
-invocation has nothing to do; a run killed mid-training resumes to the same bytes. Also: every
+invocation has nothing to do; a run killed mid-training resumes to the same bytes (the run itself is the
+session's `ci_run`, tests/conftest.py). Also: every
 kind of malformed params.yaml is refused naming the key or the line."""
 
 import json
@@ -18,14 +19,6 @@ import yaml
 from aiqn.report.tables import over_seeds
 
 from repo_copy import REPO, copy_environment, copy_repo, snakemake
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("repo"))
-    result = snakemake(repo, "--profile", "profiles/ci")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return repo
 
 
 @pytest.mark.slow
@@ -121,8 +114,9 @@ def test_ci_run_summarises_every_table_for_dvc_and_where_its_time_went(ci_run):
     # every job that ran a command left a benchmark file; the runtime report sums them per rule
     runtime = pd.read_csv(ci_run / "reports/runtime/rules.csv").set_index("rule")
     assert runtime.loc["train_digits_pixelcnn", "jobs"] == 2 and runtime.loc["sweep_trial", "jobs"] == 8
+    assert runtime.loc["score_cqf", "jobs"] == runtime.loc["score_vae", "jobs"] == runtime.loc["evaluate_agave", "jobs"] == 2  # a job per seed
     assert (runtime["wall_s"] > 0).all() and (runtime.loc["train_digits_pixelcnn", "peak_rss_mb"] > 50)
-    assert {"prepare_data", "score_photos32_pixeliqn", "evaluate_agave", "claims", "metrics"} <= set(runtime.index)
+    assert {"prepare_data", "score_photos32_pixeliqn", "score_cqf", "score_vae", "evaluate_agave", "claims", "metrics"} <= set(runtime.index)
 
 
 def test_every_rule_that_runs_a_command_has_a_benchmark_and_names_its_software():

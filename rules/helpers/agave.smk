@@ -1,5 +1,9 @@
 # Helpers of rules/agave.smk (its input functions, names and constants): Snakemake's lint wants
 # functions apart from rules.
+import re
+import shlex
+
+
 from collections import namedtuple
 
 check_method_datasets("agave")
@@ -98,3 +102,23 @@ def agave_table_rows():
     the ablation and the lambda it continued (Figure 7's two ends, compared by the claims)."""
     lambdas = agave_table_lambdas() + [lam for lam in [agave_ablation_lambda()] if lam not in agave_table_lambdas()]
     return [*AGAVE_BASELINES] + [f"lambda{lam}" for lam in lambdas] + ["ablation"]
+
+
+def agave_figure_only_lambdas():
+    """Figure 4's lambdas that are no table row (evaluated by evaluate_agave_figure_lambda, first seed only)."""
+    rows = agave_table_rows()
+    return [lam for lam in agave_figure_lambdas() if f"lambda{lam}" not in rows]
+
+
+def agave_evaluate_call(dataset, name, seed):
+    """The `evaluate-agave` call of one run (a table row's name: lambda<l>, ablation or a baseline) of one seed."""
+    evaluation = config["agave"]["evaluation"]
+    return (
+        f"evaluate-agave --dataset {dataset} --model {shlex.quote(agave_model_label(name))}"
+        f" --checkpoint {agave_checkpoint(dataset, name, seed)} --test data/processed/{dataset}/test.npz"
+        f" --dataset-meta data/processed/{dataset}/meta.json --k {agave_eval_k(name)}"
+        f" --elbo-samples {evaluation['elbo_samples']} --seed {evaluation['seed']}"
+        f" --batch-size {evaluation['batch_size']} --k-batch {evaluation['k_batch']} --device {config['device']}"
+        f" --rule evaluate_agave --wildcards dataset={dataset},name={name},seed={seed}"
+        f" --out {method_metrics('agave', dataset, name, seed)}"
+    )

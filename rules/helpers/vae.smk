@@ -24,3 +24,29 @@ VAE_ROWS = {
     "aiqn-vae": VaeRow("aiqn-vae", "aiqn-vae", "aiqn"),  # tau -> AIQN -> decoder
     "aiqn-vae-gaussian-prior": VaeRow("aiqn-vae (gaussian prior)", "aiqn-vae", "prior"),  # same decoder, N(0, I)
 }
+
+
+def vae_score_calls(dataset, seed):
+    """The chained `sample-vae` and `evaluate` calls of every row of VAE_ROWS trained with `seed` (rule score_vae)."""
+    sampling = config["sampling"]
+    calls = []
+    for row, (name, variant, latents) in VAE_ROWS.items():
+        ckpt = method_checkpoint("vae", dataset, variant, seed)
+        samples = method_samples("vae", dataset, row, seed)
+        calls.append(
+            f"sample-vae --checkpoint {ckpt} --latents {latents} --n {sampling['n_samples']}"
+            f" --seed {sampling['seed']} --batch-size {sampling['batch_size']} --device {config['device']}"
+            f" --out {samples}"
+        )
+        calls.append(
+            evaluate_call(
+                dataset,
+                shlex.quote(name),
+                samples,
+                ckpt,
+                "score_vae",
+                f"dataset={dataset},row={row},seed={seed}",
+                method_metrics("vae", dataset, row, seed),
+            )
+        )
+    return " :: ".join(calls)
