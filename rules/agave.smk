@@ -144,7 +144,7 @@ rule evaluate_agave:
     params:
         calls=lambda w: " :: ".join(agave_evaluate_call(w.dataset, name, w.seed) for name in agave_table_rows()),
     shell:
-        "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
+        CHAIN_SHELL
 
 
 if agave_figure_only_lambdas():
@@ -168,9 +168,9 @@ if agave_figure_only_lambdas():
         resources:
             gpu=1 if uses_gpu() else 0,
         params:
-            call=lambda w: agave_evaluate_call(w.dataset, f"lambda{w.lam}", w.seed),
+            calls=lambda w: agave_evaluate_call(w.dataset, f"lambda{w.lam}", w.seed),
         shell:
-            "python -m aiqn --threads {threads} {params.call} > {log} 2>&1"
+            CHAIN_SHELL
 
 
 rule agave_table1:

@@ -416,10 +416,9 @@ def method_report_targets(section_name, table, figures):
     return targets
 
 
-def chain_shell(*calls):
-    """One job's shell command running `calls` (verbs with their arguments) in one process
-    (`aiqn chain`, as rules/score.smk), its output in the rule's log."""
-    return " ".join(["python -m aiqn --threads {threads} chain", " :: ".join(calls), "> {log} 2>&1"])
+# The shell of a rule whose params.calls holds the verb calls (each a verb with its arguments, joined
+# by " :: ") that one job runs in one process (`aiqn chain`), its output in the rule's log.
+CHAIN_SHELL = "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
 
 
 def method_table_shell(table):

@@ -73,7 +73,7 @@ rule score_cqf:
     params:
         calls=lambda w: cqf_score_calls(w.dataset, w.seed),
     shell:
-        "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
+        CHAIN_SHELL
 
 
 rule cqf_table1:

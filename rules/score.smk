@@ -40,4 +40,4 @@ for _dataset, _model in run_pairs():
         params:
             calls=lambda w, dataset=_dataset, model=_model: score_calls(dataset, model, w.seed),
         shell:
-            "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
+            CHAIN_SHELL

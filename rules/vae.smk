@@ -68,7 +68,7 @@ rule score_vae:
     params:
         calls=lambda w: vae_score_calls(w.dataset, w.seed),
     shell:
-        "python -m aiqn --threads {threads} chain {params.calls} > {log} 2>&1"
+        CHAIN_SHELL
 
 
 rule aiqn_vae:

@@ -32,46 +32,55 @@ def ci_run(tmp_path_factory, worker_id):
     from repo_copy import copy_repo, snakemake
 
     shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    repo, failed = shared / "ci_run", shared / "ci_run.failed"
+    repo, built, failed = shared / "ci_run", shared / "ci_run.built", shared / "ci_run.failed"
     with FileLock(str(shared / "ci_run.lock")):
         if failed.exists():  # another worker's build failed: the same error here, without a second build
             pytest.fail(failed.read_text())
-        if not (repo / ".snakemake").exists() or not (repo / "reports/runtime/rules.csv").exists():
-            shutil.rmtree(repo, ignore_errors=True)
+        if not built.exists():
+            shutil.rmtree(repo, ignore_errors=True)  # what a build that raised (a timeout) left
             copy_repo(repo)
             result = snakemake(repo, "--profile", "profiles/ci", timeout=1800)
             if result.returncode != 0:
                 failed.write_text("the CI run failed:\n" + result.stdout[-3000:] + result.stderr[-5000:])
                 pytest.fail(failed.read_text())
+            built.touch()
     return repo
 
 
-# Collection order is the order xdist hands the groups out: first a test that builds the CI run (the
-# longest fixture), then the SLURM comparison (tests/test_slurm.py, two runs of the sweep), the other
-# modules, and last the tests that read the CI run, by then built, spread over both workers.
-BUILDS_CI_RUN = "tests/test_pipeline.py::test_ci_pipeline_writes_table1_and_figures"
+# Collection order is the order xdist hands the groups out: first the first test that reads the CI run
+# (it builds the longest fixture), then the SLURM comparison (tests/test_slurm.py, two runs of the sweep),
+# the other modules, and last the other readers of the CI run, by then built, spread over both workers.
 FIRST_MODULES = ("tests/test_slurm.py",)
+
+
+def reads_ci_run(item) -> bool:
+    return "ci_run" in item.fixturenames
+
+
+def module_of(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def xdist_group_of(item) -> str:
     """A test that reads the CI run is a group of its own (any worker may take it); every other test goes
     with its module, so that module-scoped fixtures run once."""
-    return item.nodeid if "ci_run" in item.fixturenames else item.nodeid.split("::")[0]
-
-
-def collection_rank(item) -> int:
-    if item.nodeid == BUILDS_CI_RUN:
-        return 0
-    if "ci_run" in item.fixturenames:
-        return 3
-    return 1 if item.nodeid.split("::")[0] in FIRST_MODULES else 2
+    return item.nodeid if reads_ci_run(item) else module_of(item)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
+    builder = next((item for item in items if reads_ci_run(item)), None)
+
+    def rank(item) -> int:
+        if item is builder:
+            return 0
+        if reads_ci_run(item):
+            return 3
+        return 1 if module_of(item) in FIRST_MODULES else 2
+
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
-    items.sort(key=collection_rank)  # stable: within a rank, the collection order
+    items.sort(key=rank)  # stable: within a rank, the collection order
 
 
 @pytest.fixture(autouse=True)
