@@ -1,7 +1,7 @@
 """Kill the pipeline with SIGKILL at seeded moments, resume it, and compare every output byte for byte
 with an uninterrupted run's.
 
-    python scripts/fault_injection.py [--kills 3] [--seed 0] [--work DIR] [--reference DIR]
+    python scripts/fault_injection.py [--kills 3] [--seed 0] [--damage] [--work DIR] [--reference DIR]
                                       [--profile profiles/ci] [TARGET ...]
 
 Two copies of the repository (what tests/repo_copy.py copies: the Snakefile, rules, schemas,
@@ -22,6 +22,13 @@ Job kinds, by rule name (KINDS): training is every `train_*` rule and `sweep_tri
 Table 1's `score_<dataset>_<model>` (`aiqn chain`: it samples each checkpoint, then scores it),
 `inpainting` and `class_grid`; evaluation is `evaluate_*`, `score_cqf`, `score_vae`, the
 reference and validation statistics and `density`.
+
+With --damage, after each kill one resumable file of the faulted copy is also damaged before the
+restart (`damage_newest`, seeded): the newest checkpoint of a training state folder or a sampling
+shard under state/, cut to a seeded fraction of its bytes. It is written as a new file, so a copy
+hard-linked into results/ (a published checkpoint) stays intact, as when a copy of the state folder
+was cut short. The restart must move a damaged checkpoint aside (`*.damaged`) and resume from the one
+before it (or from the start), draw a damaged shard again, and still end with every output equal.
 
 Prints one line per kill (when, which jobs were running, how many processes were killed) and the
 comparison; exits 1 when a restart fails, something is left to do, or any output differs.
@@ -84,6 +91,21 @@ def plan_kills(kills: int, seed: int) -> list[KillPoint]:
     kinds = list(KINDS)
     return [KillPoint(kinds[i % len(kinds)], rng.randint(1, 3), round(rng.uniform(*DELAYS[kinds[i % len(kinds)]]), 1))
             for i in range(kills)]
+
+
+def damage_newest(cwd: Path, rng: random.Random) -> str | None:
+    """Cut one resumable file under `cwd`/state to a seeded fraction of its bytes (a new file, so its
+    hard links elsewhere keep the good bytes): the newest `ckpt_*.pt` of a state folder, or a sampling
+    shard. Returns its path relative to `cwd`, or None when there is none yet."""
+    newest = [max(folder.glob("ckpt_*.pt")) for folder in sorted({p.parent for p in (cwd / "state").rglob("ckpt_*.pt")})]
+    candidates = newest + sorted((cwd / "state").rglob("shard_*.npz"))
+    if not candidates:
+        return None
+    path = rng.choice(candidates)
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data[: int(len(data) * rng.uniform(0.1, 0.9))])
+    return str(path.relative_to(cwd))
 
 
 def kind_of(rule: str) -> str | None:
@@ -183,9 +205,10 @@ def run_invocation(cwd: Path, command: list[str], log, point: KillPoint | None =
 
 
 def run_with_kills(cwd: Path, profile: str, points: list[KillPoint], targets: list[str], log_path: Path,
-                   say=print) -> bool:
-    """Run the pipeline in `cwd`, killed at each of `points` and restarted after each; True when the
-    last restart finished and a dry run then has nothing to do."""
+                   say=print, damage: random.Random | None = None) -> bool:
+    """Run the pipeline in `cwd`, killed at each of `points` and restarted after each (with `damage`, a
+    seeded resumable file is damaged after each kill: `damage_newest`); True when the last restart
+    finished and a dry run then has nothing to do."""
     with open(log_path, "a") as log:
         for number, point in enumerate([*points, None], start=1):
             extra = ["--rerun-incomplete"] if number > 1 else []
@@ -206,6 +229,8 @@ def run_with_kills(cwd: Path, profile: str, points: list[KillPoint], targets: li
             say(f"invocation {number}: killed at {done.at:.1f} s ({point.describe()}): SIGKILL to {done.killed} "
                 f"processes; running: {', '.join(done.running) or 'no job'}"
                 + ("" if done.target_running else " (the job waited for had already finished)"))
+            if damage is not None:
+                say(f"  damaged before the restart: {damage_newest(cwd, damage) or 'nothing (no resumable file yet)'}")
         dry = subprocess.run(snakemake_command(profile, "-n", *targets), cwd=cwd, env=copy_environment(cwd),
                              capture_output=True, text=True)
         log.write(dry.stdout + dry.stderr)
@@ -219,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", help="Snakemake targets (default: the profile's whole DAG)")
     parser.add_argument("--kills", type=int, default=3, help="kill points (K)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill points")
+    parser.add_argument("--damage", action="store_true", help="after each kill, cut one resumable file "
+                        "(newest state checkpoint or sampling shard, seeded) short before the restart")
     parser.add_argument("--profile", default="profiles/ci")
     parser.add_argument("--work", type=Path, default=Path("/tmp/aiqn-fault-injection"),
                         help="folder for the two copies (emptied first)")
@@ -238,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             print(f"FAILED: see {args.work / 'reference.log'}")
             return 1
-    if not run_with_kills(faulted, args.profile, points, args.targets, args.work / "faulted.log"):
+    damage = random.Random(args.seed + 1) if args.damage else None
+    if not run_with_kills(faulted, args.profile, points, args.targets, args.work / "faulted.log", damage=damage):
         return 1
     compared, lines = byte_differences(reference, faulted, within_b=bool(args.targets))
     print("\n".join(lines))

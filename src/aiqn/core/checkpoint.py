@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aiqn.core.damage import DamagedFile, describe, failed_member
 from aiqn.core.io import torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist; it is written by the method's train rule.")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # bytes that are no pickle at all: a damaged file
+            raise DamagedFile(path, "a checkpoint", describe(path, exc)) from exc
         lines = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
         reason = (lines or str(exc).strip().splitlines())[0].split(" was not an allowed global")[0]
         raise UnsafeCheckpoint(
@@ -93,6 +97,16 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
             f"yourself and trust it, convert it once with: python -m aiqn upgrade-checkpoint {path}. A file "
             "pulled from elsewhere may be tampered with: delete it and let its train rule write it again."
         ) from exc
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise DamagedFile(path, "a checkpoint", describe(path, exc)) from exc
+    bad = failed_member(path)  # torch.load reads tensor bytes without checking the zip's CRCs
+    if bad:
+        raise DamagedFile(path, "a checkpoint", f"a member is corrupted ({bad})")
+    if not isinstance(ckpt, dict):
+        raise DamagedFile(path, "a checkpoint", f"it holds a {type(ckpt).__name__}, not a checkpoint's dict")
+    return ckpt
 
 
 def upgrade_checkpoint(path: str | Path) -> bool:
@@ -116,10 +130,18 @@ def upgrade_checkpoint(path: str | Path) -> bool:
 
 def latest_checkpoint(run_dir: Path, digest: str) -> Path | None:
     """Newest `ckpt_*.pt` in `run_dir` written under the same configs (digest), else None.
-    Checkpoints of other configs are renamed to `*.stale` so they are never mixed in."""
+    Checkpoints of other configs are renamed to `*.stale` so they are never mixed in; a damaged one
+    (truncated, not a zip, ...) is renamed to `*.damaged`, named in a warning, and the run resumes from
+    the newest checkpoint before it that loads."""
     found = None
     for path in sorted(Path(run_dir).glob("ckpt_*.pt")):
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except DamagedFile as damaged:
+            log.warning("%s is damaged (%s): moved aside to %s.damaged; resuming from the newest checkpoint "
+                        "before it that loads", path, damaged.problem, path.name)
+            path.rename(path.with_suffix(".pt.damaged"))
+            continue
         if ckpt.get("digest") == digest:
             found = path
         else:

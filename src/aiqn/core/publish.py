@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from aiqn.core.environment import environment
-from aiqn.core.io import file_record, read_json, save_npz_atomic, write_json
+from aiqn.core.damage import DamagedFile
+from aiqn.core.io import file_record, read_json, read_npz, save_npz_atomic, sha256_file, write_json
 from aiqn.core.runinfo import TRAIN_TIMES, write_runinfo
 
 log = logging.getLogger("aiqn")
@@ -65,6 +66,23 @@ def write_samples(out: str, images: np.ndarray, labels: np.ndarray | None, check
     write_json(out + ".json", {**meta, "step": step, "checkpoint": file_record(checkpoint),
                                "samples": file_record(out), "device": device, "environment": environment(device)})
     write_runinfo(out)
+
+
+def read_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, C, H, W) uint8, labels (n,) int; -1 where unconditional) of a file `write_samples`
+    wrote. A damaged file raises `DamagedFile`: truncated, not an .npz, a missing array, a wrong shape
+    or dtype, or bytes whose sha256 differs from the one its `.json` record holds."""
+    arrays = read_npz(path, "samples", {"images": (4, "u"), "labels": (1, "iu")}, optional=("labels",))
+    images = arrays["images"]
+    labels = arrays.get("labels", np.full(len(images), -1))
+    sidecar = Path(f"{path}.json")
+    if sidecar.exists():
+        recorded = (read_json(sidecar, "the samples' record").get("samples") or {}).get("sha256")
+        actual = sha256_file(path)
+        if recorded and recorded != actual:
+            raise DamagedFile(path, "samples", f"checksum mismatch: its sha256 is {actual[:16]}..., {sidecar} "
+                              f"records {recorded[:16]}...")
+    return images, labels
 
 
 def grid_record(out_json: str, dataset: str, real: str, grid_n: int, samples: dict[str, str],

@@ -143,5 +143,11 @@ def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} does not exist; it is written by the `prepare_data` rule "
             f"(run `snakemake --cores all {path}`)."
         )
-    with np.load(path) as arrays:
-        return arrays["images"], arrays["labels"].astype(np.int64)
+    from aiqn.core.io import read_npz
+
+    arrays = read_npz(path, "a prepared split", {"images": (4, "u"), "labels": (1, "iu")})
+    if len(arrays["labels"]) != len(arrays["images"]):
+        from aiqn.core.damage import DamagedFile
+
+        raise DamagedFile(path, "a prepared split", f"{len(arrays['images'])} images but {len(arrays['labels'])} labels")
+    return arrays["images"], arrays["labels"].astype(np.int64)

@@ -196,12 +196,16 @@ def load_classifier(path: str | Path) -> tuple[DomainClassifier, ClassifierConfi
     """Load (model in eval mode, config, report) written by `save_classifier`."""
     from aiqn.core.checkpoint import load_checkpoint  # weights_only=True, with the error that names the file
 
+    from aiqn.core.damage import reading
+
     payload = load_checkpoint(path)
-    config = ClassifierConfig(**payload["config"])
-    model = build_classifier(config)
-    model.load_state_dict(payload["state_dict"])
+    with reading(path, "classifier weights"):  # a checkpoint of another kind, or weights of other shapes
+        config = ClassifierConfig(**payload["config"])
+        model = build_classifier(config)
+        model.load_state_dict(payload["state_dict"])
+        report = dict(payload["report"])
     model.eval()
-    return model, config, dict(payload["report"])
+    return model, config, report
 
 
 @torch.no_grad()

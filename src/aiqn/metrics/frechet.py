@@ -102,8 +102,11 @@ def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, 
 
 def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read (mu, sigma, meta) written by `save_statistics`."""
-    with np.load(path, allow_pickle=False) as data:
-        mu = data["mu"].astype(np.float64)
-        sigma = data["sigma"].astype(np.float64)
-        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    return mu, sigma, meta
+    from aiqn.core.damage import reading
+    from aiqn.core.io import read_npz
+
+    what = "reference statistics"
+    data = read_npz(path, what, {"mu": (1, "f"), "sigma": (2, "f"), "meta": (0, "U")}, optional=("meta",))
+    with reading(path, what):
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), meta

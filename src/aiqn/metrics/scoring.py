@@ -204,10 +204,16 @@ def load_reference_sets(path: str | Path, comparison: Comparison, extractor) -> 
 @functools.lru_cache(maxsize=4)
 def _reference_sets(path: str, comparison: Comparison, sha256: str, extractor_path: str,
                     classifier: bool) -> ReferenceSets:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in ("train", "test", "heldout_pixel", "heldout_feature")}
-        meta = json.loads(str(data["meta"]))
-    if meta["extractor_checkpoint"]["sha256"] != sha256:
+    from aiqn.core.damage import reading
+    from aiqn.core.io import read_npz
+
+    what = "reference features"
+    arrays = read_npz(path, what, {"train": (2, "f"), "test": (2, "f"), "heldout_pixel": (1, "f"),
+                                   "heldout_feature": (1, "f"), "meta": (0, "U")})
+    with reading(path, what):
+        meta = json.loads(str(arrays.pop("meta")))
+        extractor_sha256 = meta["extractor_checkpoint"]["sha256"]
+    if extractor_sha256 != sha256:
         raise ValueError(f"{path} was computed with another extractor than {extractor_path}; "
                          "rerun the reference_features rule")
     n, n_train, n_test = comparison.n, len(arrays["train"]), len(arrays["test"])

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from aiqn.nets.draws import choose_level, draw_noise, keep_known, noise_generator, start_images
 from aiqn.nets import GatedPixelCNN, to_unit
-from aiqn.core.io import save_npz_atomic
+from aiqn.core.damage import DamagedFile
+from aiqn.core.io import read_npz, save_npz_atomic
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,11 @@ def _load_shard(path: Path | None, key: str, size: int) -> np.ndarray | None:
     if path is None or not path.exists():
         return None
     try:
-        with np.load(path) as arrays:
-            if str(arrays["key"]) == key and len(arrays["images"]) == size:
-                return arrays["images"]
-    except (OSError, ValueError, KeyError, EOFError):  # a damaged shard is redrawn
-        pass
+        arrays = read_npz(path, "a sampling shard", {"images": (4, "u"), "key": (0, "U")})
+    except DamagedFile as damaged:  # a damaged shard is redrawn, never used
+        log.warning("shard %s is damaged (%s): it is drawn again", path, damaged.problem)
+        return None
+    if str(arrays["key"]) == key and len(arrays["images"]) == size:
+        return arrays["images"]
     log.warning("shard %s does not match this run: it is drawn again", path)
     return None

@@ -127,8 +127,9 @@ def cmd_evaluate(args) -> None:
     from aiqn.core.io import file_record, read_json, write_json
 
     began = time.time()
-    with np.load(args.samples) as arrays:
-        images = arrays["images"]
+    from aiqn.core.publish import read_samples
+
+    images, _ = read_samples(args.samples)
     extractor, name = extractor_for(args)
     comparison = comparison_from(args)
     sets = load_reference_sets(args.features, comparison, extractor)
@@ -198,6 +199,7 @@ def cmd_reference_features(args) -> None:
 
 
 def cmd_memorisation_figure(args) -> None:
+    from aiqn.core.publish import read_samples
     from aiqn.data import load_split
     from aiqn.metrics.memorisation import nearest_neighbours, pixel_vectors
     from aiqn.metrics.scoring import Comparison, load_reference_sets
@@ -212,8 +214,7 @@ def cmd_memorisation_figure(args) -> None:
     thresholds = tuple(float(np.percentile(d, args.percentile)) for d in heldout)
     distances, closest = {}, {}
     for model, path in (pair.split("=", 1) for pair in args.samples):
-        with np.load(path) as arrays:
-            images = arrays["images"]
+        images, _ = read_samples(path)
         pixel, nearest = nearest_neighbours(pixel_vectors(images, levels), train_pixels)
         features, _ = extractor(images, levels)
         distances[model] = (pixel, nearest_neighbours(features, sets.train_features)[0])
@@ -245,7 +246,7 @@ def cmd_claims(args) -> None:
     the records of the table cells it reads."""
     import pandas as pd
 
-    from aiqn.core.io import file_record, write_json
+    from aiqn.core.io import file_record, write_csv_atomic, write_json, write_text_atomic
     from aiqn.report.claims import (KID_METRIC, MEMORISED, claim_key, claims_on_models, evaluate_claims,
                                     load_claims, render_markdown)
     from aiqn.report.provenance import find_cell, git_state, load_table_records
@@ -280,8 +281,8 @@ def cmd_claims(args) -> None:
                                  "cells": inner}})
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "claims.csv", index=False)
-    (out / "claims.md").write_text(render_markdown(frame))
+    write_csv_atomic(frame, out / "claims.csv", index=False)
+    write_text_atomic(out / "claims.md", render_markdown(frame))
     write_json(args.provenance, cells)
     log.info("%s", "; ".join(f"{r.claim} on {r.dataset} ({r.checkpoint}): {r.verdict}" for r in frame.itertuples()))
 
@@ -289,13 +290,14 @@ def cmd_claims(args) -> None:
 def cmd_budget_curve(args) -> None:
     """Every Table 1 claim at every checkpoint step of one dataset: a CSV and a figure."""
     from aiqn.report.claims import budget_curve, load_claims, plot_budget_curve
+    from aiqn.core.io import write_csv_atomic
     from aiqn.report.tables import load_metric_records
 
     records = load_metric_records(args.metrics)
     frame = budget_curve(load_claims(args.claims), records[records["dataset"] == args.dataset])
     if frame.empty:
         raise ValueError(f"no Table 1 claim of {args.claims} has both its models on {args.dataset}")
-    frame.to_csv(args.csv, index=False)
+    write_csv_atomic(frame, args.csv, index=False)
     plot_budget_curve(frame, args.dataset, args.figure)
     last = frame[frame["step"] == frame["step"].max()]
     log.info("%s at step %d: %s", args.dataset, frame["step"].max(),

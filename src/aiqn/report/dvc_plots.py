@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from aiqn.core.io import write_csv_atomic
+
 from aiqn.report.tables import load_metric_records
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, lineterminator="\n")
+    write_csv_atomic(frame, path, index=False, lineterminator="\n")
 
 
 def write_loss_series(train_logs: dict[str, str], out_dir: str | Path) -> list[Path]:

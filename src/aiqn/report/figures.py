@@ -75,10 +75,9 @@ def _show_grid(ax, grid: np.ndarray) -> None:
 
 
 def _load_images(path: str) -> np.ndarray:
-    with np.load(path) as data:
-        if "images" not in data:
-            raise ValueError(f"{path}: no 'images' array")
-        return data["images"]
+    from aiqn.core.io import read_npz
+
+    return read_npz(path, "images", {"images": (4, "u")})["images"]
 
 
 def plot_sample_grids(real_npz: str, sample_npzs: dict[str, str], levels: int, out_png: str,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from aiqn.core.io import write_csv_atomic, write_text_atomic
+
 COLUMNS = ["rule", "jobs", "wall_s", "cpu_s", "peak_rss_mb", "mean_rss_mb", "wall_share"]
 
 
@@ -104,7 +106,7 @@ def write_runtime_report(benchmark_dir: str, csv_path: str, md_path: str, png_pa
     records = benchmark_records(benchmark_dir)
     table = rule_runtimes(records)
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(csv_path, index=False, float_format="%.3f")
-    Path(md_path).write_text(_markdown(table, records))
+    write_csv_atomic(table, csv_path, index=False, float_format="%.3f")
+    write_text_atomic(md_path, _markdown(table, records))
     plot_runtimes(table, png_path)
     return table

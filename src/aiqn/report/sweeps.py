@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aiqn.core.io import read_json  # noqa: E402
+from aiqn.core.io import read_json, write_csv_atomic, write_text_atomic  # noqa: E402
 
 COLUMNS = ["trial", "rung", "budget", "optimizer", "lr", "schedule", "kappa", "loss", "status", "metric", "value",
            "reason", "steps_trained", "chosen"]
@@ -42,7 +42,7 @@ def sweep_table(result_paths: list[str], selected_path: str) -> pd.DataFrame:
 def write_sweep_table(frame: pd.DataFrame, csv_path: str | Path, md_path: str | Path, title: str,
                       selected: dict) -> None:
     """CSV (all columns) and Markdown (with a summary line of the choice and the cost)."""
-    frame.to_csv(csv_path, index=False)
+    write_csv_atomic(frame, csv_path, index=False)
     shown = frame.copy()
     shown["lr"] = shown["lr"].map(lambda v: f"{v:.3g}")
     shown["kappa"] = shown["kappa"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
@@ -50,7 +50,7 @@ def write_sweep_table(frame: pd.DataFrame, csv_path: str | Path, md_path: str | 
     summary = (f"Chosen: {selected['chosen']} ({selected['metric']} {selected['value']:.4g}); "
                f"{selected['n_trials']} configurations, rungs at {selected['budgets']} steps, "
                f"{selected['compute_steps']} training steps in all, {len(selected['failed'])} failed.")
-    Path(md_path).write_text(f"# {title}\n\n{summary}\n\n{shown.to_markdown(index=False)}\n")
+    write_text_atomic(md_path, f"# {title}\n\n{summary}\n\n{shown.to_markdown(index=False)}\n")
 
 
 def plot_sweep(frame: pd.DataFrame, out_path: str | Path, title: str) -> None:
@@ -122,7 +122,7 @@ def shared_draws_table(tables: dict[str, pd.DataFrame], spaces: dict[str, dict],
 def write_shared_draws(frame: pd.DataFrame, shared: list[str], csv_path: str | Path, md_path: str | Path,
                        dataset: str, differ: dict[str, list[str]]) -> None:
     """CSV and Markdown of shared_draws_table, with a caption saying what is shared and what is not."""
-    frame.to_csv(csv_path, index=False)
+    write_csv_atomic(frame, csv_path, index=False)
     shown = frame.copy()
     for column in shown.columns:
         if column == "lr" or column.endswith("kappa"):
@@ -133,4 +133,4 @@ def write_shared_draws(frame: pd.DataFrame, shared: list[str], csv_path: str | P
     caption = (f"Each trial's {', '.join(shared)} are the same draws for every model (common random numbers); "
                "what a model alone has is drawn on top" + (f"; not shared: {own}" if own else "") +
                ". '@N': the metric after N steps (a rung of successive halving); – : the trial stopped earlier.")
-    Path(md_path).write_text(f"# {dataset}: the sweeps side by side\n\n{caption}\n\n{shown.to_markdown(index=False)}\n")
+    write_text_atomic(md_path, f"# {dataset}: the sweeps side by side\n\n{caption}\n\n{shown.to_markdown(index=False)}\n")

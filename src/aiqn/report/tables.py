@@ -8,9 +8,7 @@ paper's numbers sit in their own clearly marked section, never in our columns.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from aiqn.core.intervals import t_interval
+from aiqn.core.io import read_json, write_csv_atomic, write_text_atomic
 
 OURS_SOURCE = "ours"
 OURS_HEADING = "Ours (this pipeline)"
@@ -102,11 +101,7 @@ def load_metric_records(paths: list[str]) -> pd.DataFrame:
     rows = []
     for path in paths:
         path = str(path)
-        try:
-            with open(path) as handle:
-                doc = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        doc = read_json(path, "a metrics record")
         if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), list):
             raise ValueError(f"{path}: metrics file has no 'metrics' list")
         for key in ("dataset", "model"):
@@ -389,10 +384,7 @@ def write_table1(table: pd.DataFrame, out_dir, text: TableText = TABLE1) -> dict
         "md": _render_markdown(table, text),
         "tex": _render_latex(table, text),
     }
-    table.to_csv(paths["csv"], index=False)
+    write_csv_atomic(table, paths["csv"], index=False)
     for key, text in contents.items():
-        tmp = paths[key] + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, paths[key])
+        write_text_atomic(paths[key], text)
     return paths

@@ -141,8 +141,9 @@ def cmd_class_grid(args) -> None:
     from aiqn.report import plot_class_grid
     from aiqn.core.io import read_json
 
-    with np.load(args.samples) as arrays:
-        images, labels = arrays["images"], arrays["labels"]
+    from aiqn.core.publish import read_samples
+
+    images, labels = read_samples(args.samples)
     meta = read_json(args.dataset_meta)
     names = meta.get("provenance", {}).get("classes")
     step = read_json(args.samples + ".json").get("step")
