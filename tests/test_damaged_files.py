@@ -21,7 +21,8 @@ import torch
 from aiqn.cli import main
 from aiqn.core.checkpoint import latest_checkpoint, load_checkpoint
 from aiqn.core.damage import DamagedFile, dvc_tracked, fix_for
-from aiqn.core.io import DiskFull, read_json, save_npz_atomic, torch_save_atomic, write_json
+from aiqn.core.io import (DiskFull, read_csv, read_json, save_npz_atomic, torch_save_atomic, write_json,
+                          write_text_atomic)
 from aiqn.core.publish import read_samples, write_samples
 from aiqn.data import load_split
 from aiqn.metrics import load_statistics
@@ -80,6 +81,7 @@ READERS = {
     "features": ("reference features", _features, _read_features),
     "metrics": ("a metrics record", _metrics, lambda path: load_metric_records([path])),
     "provenance": ("a JSON record", _metrics, read_json),
+    "table": ("a table", lambda path: write_text_atomic(path, "step,loss\n1,0.5\n2,0.4\n"), read_csv),
     "classifier": ("classifier weights", _checkpoint, load_classifier),
 }
 
@@ -164,6 +166,8 @@ CASES = [
     ("metrics", bad_json, r"bad JSON at line 4, column 1"),
     ("metrics", empty, r"empty \(0 bytes\)"),
     ("provenance", random_bytes, r"not text \(a byte that is not UTF-8|bad JSON"),
+    ("table", empty, r"empty \(0 bytes\)"),
+    ("table", random_bytes, r"not text \(a byte that is not UTF-8"),
     ("classifier", lambda path: None, r"it has no entry 'config'"),  # a checkpoint of another kind
 ]
 
@@ -172,7 +176,7 @@ CASES = [
                          ids=[f"{kind}-{damage.__name__}-{i}" for i, (kind, damage, _) in enumerate(CASES)])
 def test_a_damaged_file_is_named_with_what_is_wrong_and_the_fix(tmp_path, kind, damage, problem):
     what, write, read = READERS[kind]
-    suffix = ".json" if kind in ("metrics", "provenance") else ".pt" if kind in ("checkpoint", "classifier") else ".npz"
+    suffix = ".json" if kind in ("metrics", "provenance") else ".csv" if kind == "table" else ".pt" if kind in ("checkpoint", "classifier") else ".npz"
     path = tmp_path / f"{kind}{suffix}"
     if kind == "samples":
         path = tmp_path / "samples.npz"
@@ -205,7 +209,8 @@ def test_no_reader_lets_a_library_error_through(tmp_path):
     """The errors the issue names, one per reader family: none escapes as itself."""
     bare = (OSError, zipfile.BadZipFile, json.JSONDecodeError, KeyError, EOFError)
     for kind, (_, write, read) in READERS.items():
-        for damage in (truncate, empty, random_bytes):
+        for damage in (truncate, empty, random_bytes) if kind != "table" else (empty, random_bytes):
+            # (a CSV cut at a line end is a valid, shorter table: nothing in its bytes says otherwise)
             path = tmp_path / f"{kind}-{damage.__name__}.{'json' if kind in ('metrics', 'provenance') else 'npz'}"
             write(path)
             damage(path)

@@ -161,6 +161,14 @@ def read_json(path: str | os.PathLike, what: str = "a JSON record") -> Any:
         return json.load(handle)
 
 
+def read_csv(path: str | os.PathLike, what: str = "a table", **read_csv_options):
+    """`pandas.read_csv(path)`; a damaged file (empty, cut mid-row, not text) raises `DamagedFile`."""
+    import pandas as pd
+
+    with reading(path, what):
+        return pd.read_csv(path, **read_csv_options)
+
+
 ArraySpec = tuple  # (ndim or None, dtype kinds such as "u", "iu", "f", or None): what a member must be
 KIND_NAMES = {"u": "unsigned integer", "i": "integer", "f": "floating point", "U": "text", "b": "bool"}
 

@@ -244,9 +244,7 @@ def cmd_table(args) -> None:
 def cmd_claims(args) -> None:
     """The claims table (aiqn.report.claims) and one provenance record per claim and dataset, holding
     the records of the table cells it reads."""
-    import pandas as pd
-
-    from aiqn.core.io import file_record, write_csv_atomic, write_json, write_text_atomic
+    from aiqn.core.io import file_record, read_csv, write_csv_atomic, write_json, write_text_atomic
     from aiqn.report.claims import (KID_METRIC, MEMORISED, claim_key, claims_on_models, evaluate_claims,
                                     load_claims, render_markdown)
     from aiqn.report.provenance import find_cell, git_state, load_table_records
@@ -261,7 +259,7 @@ def cmd_claims(args) -> None:
         if untrained:
             log.info("claims on models this run does not train, left out: %s", ", ".join(untrained))
     frame = evaluate_claims([c for c in claims if c["table"] in tables],
-                            {name: pd.read_csv(path) for name, path in tables.items()})
+                            {name: read_csv(path) for name, path in tables.items()})
     records = {name: load_table_records(args.provenance_dir, name) for name in tables}
     claims_by_id = {c["id"]: c for c in claims}
     cells, code = [], git_state()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aiqn.core.io import write_csv_atomic
+from aiqn.core.io import read_csv, write_csv_atomic
 
 from aiqn.report.tables import load_metric_records
 
@@ -34,7 +34,7 @@ def write_loss_series(train_logs: dict[str, str], out_dir: str | Path) -> list[P
         parts = key.split("/")
         if len(parts) != 3:
             raise ValueError(f"--train-logs {key}={path}: the key must be <dataset>/<run>/<series>")
-        log = pd.read_csv(path)
+        log = read_csv(path, "a training log")
         if not {"step", "loss"} <= set(log.columns):
             raise ValueError(f"{path}: a training log needs 'step' and 'loss' columns (it has {list(log.columns)})")
         groups.setdefault((parts[0], parts[1]), []).append(log[["step", "loss"]].assign(series=parts[2]))

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from aiqn.core.io import read_csv
 from aiqn.report.tables import _is_real_data, _model_rank, load_metric_records, row_order, wrap_label
 
 DPI = 150
@@ -179,7 +180,7 @@ def plot_loss_curves(log_csvs: dict[str, str], out_png: str, ylabels: dict[str, 
     fig = _new_figure(4.8 * len(log_csvs), 3.8)
     axes = fig.subplots(1, len(log_csvs), squeeze=False)[0]
     for ax, (model, path) in zip(axes, log_csvs.items()):
-        log = pd.read_csv(path)
+        log = read_csv(path, "a training log")
         missing = {"step", "loss"} - set(log.columns)
         if missing:
             raise ValueError(f"{path}: training log lacks columns {sorted(missing)}")

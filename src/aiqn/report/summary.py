@@ -15,6 +15,7 @@ import math
 
 import pandas as pd
 
+from aiqn.core.io import read_csv
 from aiqn.report.claims import claim_key
 from aiqn.report.tables import OURS_SOURCE, over_seeds
 
@@ -76,7 +77,7 @@ def claims_metrics(claims: pd.DataFrame) -> dict:
 def metrics_document(tables: dict[str, str], claims_csv: str | None = None) -> dict:
     """The whole reports/metrics.json from the long CSVs of the generated tables ({name: path}) and the claims
     table, in the given order."""
-    document = {name: table_metrics(pd.read_csv(path)) for name, path in tables.items()}
+    document = {name: table_metrics(read_csv(path)) for name, path in tables.items()}
     if claims_csv is not None:
-        document["claims"] = claims_metrics(pd.read_csv(claims_csv))
+        document["claims"] = claims_metrics(read_csv(claims_csv, "the claims table"))
     return document

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from aiqn.core.io import read_csv
 from aiqn.report.figures import _new_figure, _save, _show_grid, image_grid
 
 LOG_2 = math.log(2.0)
@@ -99,7 +100,7 @@ def plot_kl_ablation(phase1_log: str, phase2_log: str, out_png: str, dataset: st
     trains with the auxiliary term (eq. 7), then after the switch to eq. 6 (no auxiliary term), with
     the per-step values and a running mean; right: the PixelCNN reconstruction and the auxiliary term
     (still computed in phase 2, no longer optimised), nats per image."""
-    one, two = pd.read_csv(phase1_log), pd.read_csv(phase2_log)
+    one, two = read_csv(phase1_log, "a training log"), read_csv(phase2_log, "a training log")
     switch = int(one["step"].iloc[-1]) if len(one) else 0
     two = two.assign(step=two["step"] + switch)
     window = max(1, (len(one) + len(two)) // 40)

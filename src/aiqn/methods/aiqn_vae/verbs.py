@@ -71,11 +71,9 @@ def cmd_sample_vae(args) -> None:
 
 
 def cmd_vae_figures(args) -> None:
-    import pandas as pd
-
     from aiqn.data import get_dataset
     from aiqn.report import plot_loss_curves, plot_sample_grids
-    from aiqn.core.io import read_json
+    from aiqn.core.io import read_csv, read_json
     from aiqn.core.publish import grid_record
 
     spec = get_dataset(args.dataset)
@@ -91,7 +89,7 @@ def cmd_vae_figures(args) -> None:
             ylabels[f"{name}: VAE loss"] = f"reconstruction + {kl_weight:g} x KL\n(nats per image)"
             if train["train"]["aiqn"]:  # the AIQN's own loss, as a log with a `loss` column
                 quantile = Path(tmp) / f"{len(curves)}.csv"
-                frame = pd.read_csv(path)[["step", "quantile_loss"]].rename(columns={"quantile_loss": "loss"})
+                frame = read_csv(path, "a training log")[["step", "quantile_loss"]].rename(columns={"quantile_loss": "loss"})
                 frame.to_csv(quantile, index=False)
                 curves[f"{name}: AIQN"] = str(quantile)
                 ylabels[f"{name}: AIQN"] = (f"Huber quantile loss (kappa {train['train']['kappa']:g}),\n"

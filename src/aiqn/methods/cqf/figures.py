@@ -12,11 +12,10 @@ CURVES = (
 
 def plot_cqf_curves(logs: dict[str, str], out_png: str) -> None:
     """One panel per loss term, one line (moving average of the logged steps) per variant that has it."""
-    import pandas as pd
-
+    from aiqn.core.io import read_csv
     from aiqn.report.figures import _new_figure, _save
 
-    frames = {name: pd.read_csv(path).sort_values("step") for name, path in logs.items()}
+    frames = {name: read_csv(path, "a training log").sort_values("step") for name, path in logs.items()}
     fig = _new_figure(4.8 * len(CURVES), 3.8)
     axes = fig.subplots(1, len(CURVES), squeeze=False)[0]
     for ax, (column, ylabel) in zip(axes, CURVES):
