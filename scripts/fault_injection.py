@@ -24,8 +24,8 @@ Table 1's `score_<dataset>_<model>` (`aiqn chain`: it samples each checkpoint, t
 reference and validation statistics and `density`.
 
 With --damage, after each kill one resumable file of the faulted copy is also damaged before the
-restart (`damage_newest`, seeded): the newest checkpoint of a training state folder or a sampling
-shard under state/, cut to a seeded fraction of its bytes. It is written as a new file, so a copy
+restart (`damage_newest`, seeded): the newest checkpoint of a training the kill cut short (else a
+sampling shard under state/), cut to a seeded fraction of its bytes. It is written as a new file, so a copy
 hard-linked into results/ (a published checkpoint) stays intact, as when a copy of the state folder
 was cut short. The restart must move a damaged checkpoint aside (`*.damaged`) and resume from the one
 before it (or from the start), draw a damaged shard again, and still end with every output equal.
@@ -95,10 +95,16 @@ def plan_kills(kills: int, seed: int) -> list[KillPoint]:
 
 def damage_newest(cwd: Path, rng: random.Random) -> str | None:
     """Cut one resumable file under `cwd`/state to a seeded fraction of its bytes (a new file, so its
-    hard links elsewhere keep the good bytes): the newest `ckpt_*.pt` of a state folder, or a sampling
-    shard. Returns its path relative to `cwd`, or None when there is none yet."""
-    newest = [max(folder.glob("ckpt_*.pt")) for folder in sorted({p.parent for p in (cwd / "state").rglob("ckpt_*.pt")})]
-    candidates = newest + sorted((cwd / "state").rglob("shard_*.npz"))
+    hard links elsewhere keep the good bytes) and return its path relative to `cwd`, or None.
+
+    It picks, seeded, among the newest checkpoints of the trainings the kill cut short: those not yet
+    hard-linked into results/ (one link; a finished training's are published, two links), so the
+    restart resumes from it. With none, among the sampling shards."""
+    state = cwd / "state"
+    folders = sorted({path.parent for path in state.rglob("ckpt_*.pt")})
+    unfinished = [newest for newest in (max(folder.glob("ckpt_*.pt")) for folder in folders)
+                  if newest.stat().st_nlink == 1]
+    candidates = unfinished or sorted(state.rglob("shard_*.npz"))
     if not candidates:
         return None
     path = rng.choice(candidates)

@@ -348,7 +348,7 @@ def test_a_full_file_system_keeps_the_previous_checkpoint(tmp_path):
         subprocess.run(["umount", str(disk)], check=False)
 
 
-def test_fault_injections_damage_cuts_a_resumable_file_and_spares_its_published_copy(tmp_path):
+def test_fault_injections_damage_cuts_an_unfinished_trainings_newest_checkpoint(tmp_path):
     import random
     import sys
 
@@ -357,15 +357,22 @@ def test_fault_injections_damage_cuts_a_resumable_file_and_spares_its_published_
         from fault_injection import damage_newest
     finally:
         sys.path.pop(0)
-    state, published = tmp_path / "state/train/digits/pixelcnn/seed-0", tmp_path / "results/runs/digits/pixelcnn/seed-0"
-    state.mkdir(parents=True)
-    published.mkdir(parents=True)
+    good = bytes(range(256)) * 40
+    finished, cut_short = tmp_path / "state/train/digits/pixelcnn/seed-0", tmp_path / "state/train/digits/pixelcnn/seed-1"
+    published = tmp_path / "results/runs/digits/pixelcnn/seed-0"
+    for folder in (finished, cut_short, published):
+        folder.mkdir(parents=True)
     for step in (50, 150):
-        (state / f"ckpt_{step:07d}.pt").write_bytes(bytes(range(256)) * 40)
-        os.link(state / f"ckpt_{step:07d}.pt", published / f"ckpt_{step:07d}.pt")  # as `publish` links them
+        (finished / f"ckpt_{step:07d}.pt").write_bytes(good)
+        os.link(finished / f"ckpt_{step:07d}.pt", published / f"ckpt_{step:07d}.pt")  # as `publish` links them
+    (cut_short / "ckpt_0000050.pt").write_bytes(good)
     damaged = damage_newest(tmp_path, random.Random(0))
-    assert damaged == "state/train/digits/pixelcnn/seed-0/ckpt_0000150.pt"  # the only candidate: the newest
-    assert 0 < (tmp_path / damaged).stat().st_size < 10_240
-    assert (published / "ckpt_0000150.pt").read_bytes() == bytes(range(256)) * 40
-    assert (state / "ckpt_0000050.pt").stat().st_size == 10_240
+    assert damaged == "state/train/digits/pixelcnn/seed-1/ckpt_0000050.pt"  # the only unfinished training
+    assert 0 < (tmp_path / damaged).stat().st_size < len(good)
+    assert all(path.read_bytes() == good for path in (*finished.iterdir(), *published.iterdir()))
+    shutil.rmtree(cut_short)
+    shard = tmp_path / "state/samples/digits/pixelcnn/seed-0/1500/shard_00000.npz"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(good)
+    assert damage_newest(tmp_path, random.Random(0)) == str(shard.relative_to(tmp_path))  # no unfinished one
     assert damage_newest(tmp_path / "nothing-here", random.Random(0)) is None
