@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import pickle
 import random
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aiqn.core.damage import DamagedFile, describe, failed_member
+from aiqn.core.damage import DamagedFile, failed_member, reading
 from aiqn.core.io import torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -83,24 +82,23 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; it is written by the method's train rule.")
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+    refused = None  # weights_only's refusal of a pickle that names code: UnsafeCheckpoint, not damage
+    with reading(path, "a checkpoint"), torch.serialization.safe_globals(SAFE_GLOBALS):
+        try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # bytes that are no pickle at all: a damaged file
-            raise DamagedFile(path, "a checkpoint", describe(path, exc)) from exc
-        lines = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
-        reason = (lines or str(exc).strip().splitlines())[0].split(" was not an allowed global")[0]
+        except pickle.UnpicklingError as exc:
+            if "Unsupported global" not in str(exc):  # bytes that are no pickle at all: a damaged file
+                raise
+            refused = exc
+    if refused is not None:
+        lines = [line.strip() for line in str(refused).splitlines() if "Unsupported global" in line]
+        reason = (lines or str(refused).strip().splitlines())[0].split(" was not an allowed global")[0]
         raise UnsafeCheckpoint(
             f"{path} holds more than tensors and plain data, so it is not loaded (weights_only=True: {reason}). "
             "A checkpoint written by this pipeline before 2026-12-03 pickles NumPy's RNG state; if you made it "
             f"yourself and trust it, convert it once with: python -m aiqn upgrade-checkpoint {path}. A file "
             "pulled from elsewhere may be tampered with: delete it and let its train rule write it again."
-        ) from exc
-    except (OSError, EOFError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
-            raise
-        raise DamagedFile(path, "a checkpoint", describe(path, exc)) from exc
+        ) from refused
     bad = failed_member(path)  # torch.load reads tensor bytes without checking the zip's CRCs
     if bad:
         raise DamagedFile(path, "a checkpoint", f"a member is corrupted ({bad})")
