@@ -3,6 +3,8 @@
 # figure from raw data; the DAG lives here only (dvc.yaml wraps its targets).
 from snakemake.utils import min_version, validate
 
+from aiqn.core.forkserver import start_server as start_fork_server
+
 min_version("9.0")
 
 
@@ -19,6 +21,12 @@ validate(config, "schemas/params.schema.yaml")
 
 
 report: "report/workflow.rst"
+
+
+# One fork server per run imports torch and the package once; every `python -m aiqn` job is then a
+# fork of it, not a fresh interpreter (src/aiqn/core/forkserver.py; AIQN_NO_FORK_SERVER=1 turns it off).
+onstart:
+    start_fork_server(local=workflow.local_exec)
 
 
 include: "rules/common.smk"

@@ -59,6 +59,9 @@ rule runtime_report:
         "logs/report/runtime_report.log",
     conda:
         "../envs/aiqn.yaml"
+    params:
+        job_log=FORK_SERVER_JOB_LOG,
+        log_patterns=lambda w: as_json({r.name: str(r.log[0]) for r in workflow.rules if r.log}),
     shell:
         "python -m aiqn runtime-report --benchmarks logs/benchmarks --csv {output.csv} --md {output.md}"
-        " --figure {output.figure} > {log} 2>&1"
+        " --figure {output.figure} --job-log {params.job_log} --log-patterns {params.log_patterns:q} > {log} 2>&1"

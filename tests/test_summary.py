@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from aiqn.report.dvc_plots import write_fid_series, write_loss_series
-from aiqn.report.runtime import benchmark_records, rule_runtimes, write_runtime_report
+from aiqn.report.runtime import benchmark_records, forked_records, rule_runtimes, write_runtime_report
 from aiqn.report.summary import claims_metrics, metric_keys, metrics_document, table_metrics
 
 COLUMNS = ["dataset", "model", "step", "seed", "final", "metric", "value", "std", "low", "high", "label", "n_samples",
@@ -97,6 +97,31 @@ def test_runtimes_sum_each_rules_jobs_and_keep_the_largest_memory(tmp_path):
     written = write_runtime_report(str(root), str(tmp_path / "r.csv"), str(tmp_path / "r.md"), str(tmp_path / "r.png"))
     assert len(written) == 3 and (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert "4 jobs of 3 rule(s): 217 s of wall time" in (tmp_path / "r.md").read_text()
+
+
+def test_the_fork_servers_exact_figures_replace_the_sampled_ones_of_its_rules(tmp_path):
+    """Jobs run in the fork server: their rule's CPU and memory come from logs/forkserver.tsv (the latest row
+    per log file), matched to the rule by its `log:` pattern; a rule without rows keeps Snakemake's samples."""
+    root = tmp_path / "logs/benchmarks"
+    _benchmark(root / "train_digits_pixelcnn/0.tsv", 100.0, 0.1, 15.0)  # the client's own figures
+    _benchmark(root / "train_digits_pixelcnn/1.tsv", 110.0, 0.1, 15.0)
+    _benchmark(root / "table1.tsv", 2.0, 1.5, 300.0)
+    job_log = tmp_path / "logs/forkserver.tsv"
+    job_log.write_text("verb\tlog\twall_s\tuser_s\tsystem_s\tmax_rss_mb\texit\n"
+                       "train\tlogs/train/digits/pixelcnn/seed-0.log\t50\t40.0\t1.0\t480.0\t-9\n"  # killed, rerun below
+                       "train\tlogs/train/digits/pixelcnn/seed-0.log\t99\t90.0\t2.0\t500.0\t0\n"
+                       "train\tlogs/train/digits/pixelcnn/seed-1.log\t109\t100.0\t3.0\t520.0\t0\n"
+                       "help\t-\t0.1\t0.05\t0.05\t260.0\t0\n")
+    patterns = {"train_digits_pixelcnn": "logs/train/{dataset,[a-z0-9]+}/pixelcnn/seed-{seed}.log",
+                "table1": "logs/report/table1.log"}
+    forked = forked_records(job_log, patterns)
+    assert forked["rule"].tolist() == ["train_digits_pixelcnn"] * 2 and forked["cpu_s"].tolist() == [92.0, 103.0]
+    table = rule_runtimes(benchmark_records(root), forked).set_index("rule")
+    assert table.loc["train_digits_pixelcnn", ["cpu_s", "peak_rss_mb", "cpu_from"]].tolist() == [195.0, 520.0, "wait4"]
+    assert table.loc["table1", ["cpu_s", "peak_rss_mb", "cpu_from"]].tolist() == [1.5, 300.0, "sampled"]
+    write_runtime_report(str(root), str(tmp_path / "r.csv"), str(tmp_path / "r.md"), str(tmp_path / "r.png"),
+                         job_log=str(job_log), log_patterns=patterns)
+    assert "For the 1 rule(s) whose `CPU from` says wait4" in (tmp_path / "r.md").read_text()
 
 
 def test_a_runtime_report_without_benchmarks_says_so_and_a_foreign_file_is_named(tmp_path):

@@ -1,4 +1,5 @@
 # Helpers of rules/summary.smk.
+from aiqn.core.forkserver import JOB_LOG
 
 
 def agave_runs():
@@ -27,3 +28,4 @@ def training_logs():
 
 
 RUNTIME_REPORT = ["reports/runtime/rules.csv", "reports/runtime/rules.md", "reports/runtime/rules.png"]
+FORK_SERVER_JOB_LOG = JOB_LOG  # aiqn.core.forkserver: each forked job's exact CPU and memory, by its log file

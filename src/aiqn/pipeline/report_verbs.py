@@ -31,7 +31,10 @@ def cmd_plot_data(args) -> None:
 def cmd_runtime_report(args) -> None:
     from aiqn.report.runtime import write_runtime_report
 
-    table = write_runtime_report(args.benchmarks, args.csv, args.md, args.figure)
+    import json
+
+    table = write_runtime_report(args.benchmarks, args.csv, args.md, args.figure, job_log=args.job_log,
+                                 log_patterns=json.loads(args.log_patterns) if args.log_patterns else None)
     log.info("wrote %s, %s, %s (%d rules)", args.csv, args.md, args.figure, len(table))
 
 
@@ -49,5 +52,7 @@ def add_verbs(verb: Declare) -> None:
 
     p = verb("runtime-report", cmd_runtime_report, "wall time, CPU time and peak memory per rule (benchmark files)")
     p.add_argument("--benchmarks", required=True, help="logs/benchmarks")
+    p.add_argument("--job-log", default=None, help="the fork server's job log (logs/forkserver.tsv): exact CPU and memory")
+    p.add_argument("--log-patterns", default=None, help='JSON {"rule": "its log: pattern", ...}: names the jobs of --job-log')
     for name in ("csv", "md", "figure"):
         p.add_argument(f"--{name}", required=True)
