@@ -2,9 +2,10 @@
 
 Every job of the workflow is a `python -m aiqn VERB ...` process, and a fresh one spends about 3-5 s
 of CPU importing torch, NumPy, pandas, SciPy, matplotlib and the package before its verb starts;
-a run of 130 jobs pays that 130 times (docs/benchmarks.md, "Process start-up"). Here the workflow's
-`onstart` hook (`start_server`) starts one server per `snakemake` run. The server imports all of
-that once and then forks a child per job, so a job's start-up costs a fork.
+a run of 130 jobs pays that 130 times (docs/benchmarks.md, "Process start-up and the fork
+server"). Here the workflow's `onstart` hook (`start_server`) starts one server per `snakemake`
+run. The server imports all of that once and then forks a child per job, so a job's start-up
+costs a fork.
 
     snakemake ─┬─ job shell ── python -m aiqn VERB   (the client: stdlib only, ~0.1 s)
                │                   │  argv, cwd, environment, umask, fds 0-2 (SCM_RIGHTS)
@@ -19,7 +20,7 @@ The child behaves as the job's own process would:
 - SIGINT, SIGTERM and SIGHUP sent to the client are forwarded to the child;
 - when the client dies (SIGKILL from Snakemake or scripts/fault_injection.py), the server kills the
   child with SIGKILL at once, and a child whose server dies is killed by the kernel
-  (PR_SET_DEATHSIG): no job outlives the process that stands for it.
+  (PR_SET_PDEATHSIG): no job outlives the process that stands for it.
 
 The client runs the verb itself, in its own process, whenever the server cannot stand in for it:
 no server (`AIQN_FORK_SERVER` unset: a plain shell, a SLURM job, `AIQN_NO_FORK_SERVER=1`), a
