@@ -178,3 +178,17 @@ def test_the_ci_run_ran_its_jobs_in_the_fork_server(ci_run):
     jobs = sum(1 for log in (ci_run / "logs" / "benchmarks").rglob("*.tsv"))
     assert rows and all(row["exit"] == "0" for row in rows)
     assert len(rows) >= jobs - 2  # plot_data and runtime_report's own line are the only ones that may not be
+
+
+def test_a_killed_runs_folder_is_removed_but_a_live_or_young_one_is_kept(server, tmp_path):
+    _, path, _ = server
+    stale, young = tmp_path / f"{forkserver.FOLDER_PREFIX}stale", tmp_path / f"{forkserver.FOLDER_PREFIX}young"
+    stale.mkdir()
+    young.mkdir()
+    live = tmp_path / f"{forkserver.FOLDER_PREFIX}live"
+    live.mkdir()
+    os.symlink(path, live / "socket")  # the module's running server answers here
+    for folder in (stale, live):
+        os.utime(folder, (time.time() - 7200, time.time() - 7200))
+    assert forkserver.remove_stale_folders(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and young.exists() and live.exists()

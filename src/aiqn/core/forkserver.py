@@ -402,7 +402,8 @@ def start_server(local: bool, wait_s: float = 10.0):
 
     if not local or os.environ.get(DISABLE_VARIABLE) == "1" or not hasattr(os, "pidfd_open"):
         return None
-    folder = tempfile.mkdtemp(prefix="aiqn-fork-")  # short (a socket path has 107 bytes) and private (0700)
+    remove_stale_folders(tempfile.gettempdir())
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # short (a socket path has 107 bytes) and private (0700)
     path = os.path.join(folder, "socket")
     python = shutil.which("python") or sys.executable  # the interpreter the jobs' `python -m aiqn` runs
     os.makedirs(".snakemake/log", exist_ok=True)
@@ -420,6 +421,39 @@ def start_server(local: bool, wait_s: float = 10.0):
     os.environ[SOCKET_VARIABLE] = path
     atexit.register(stop_server, server, folder)
     return server
+
+
+FOLDER_PREFIX = "aiqn-fork-"
+
+
+def remove_stale_folders(parent: str, older_than_s: float = 3600.0) -> list[str]:
+    """Remove the server folders under `parent` that a killed run left (no server answers on their
+    socket) and that are older than `older_than_s` (a younger one may belong to a server still
+    starting); returns what it removed."""
+    import shutil
+    import time
+
+    removed = []
+    for name in os.listdir(parent):
+        folder = os.path.join(parent, name)
+        if not name.startswith(FOLDER_PREFIX) or not os.path.isdir(folder):
+            continue
+        try:
+            if time.time() - os.stat(folder).st_mtime < older_than_s:
+                continue
+        except OSError:
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            probe.connect(os.path.join(folder, "socket"))
+            continue  # a live server: not stale
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def stop_server(server, folder: str) -> None:
