@@ -164,6 +164,7 @@ def serve(path: str, owner: int, run: Callable[[list[str]], None], package: str)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
+    children: dict[int, dict] = {}  # pid -> its client's connection, pidfd, start time, verb and log file
     try:
         import importlib
 
@@ -177,7 +178,6 @@ def serve(path: str, owner: int, run: Callable[[list[str]], None], package: str)
         import_environment = {k: v for k, v in os.environ.items() if environment_before.get(k) != v}
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ, ("listener", None))
-        children: dict[int, dict] = {}
         while _alive(owner):
             for key, _ in selector.select(timeout=1.0):
                 kind, pid = key.data
@@ -199,7 +199,7 @@ def serve(path: str, owner: int, run: Callable[[list[str]], None], package: str)
                 else:
                     _reap(pid, children.pop(pid), selector)
     finally:
-        for pid in list(locals().get("children", {})):
+        for pid in children:
             _kill(pid)
         listener.close()
         try:

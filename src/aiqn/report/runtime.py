@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aiqn.core.io import write_csv_atomic, write_text_atomic
+from aiqn.core.io import read_csv, write_csv_atomic, write_text_atomic
 
 COLUMNS = ["rule", "jobs", "wall_s", "cpu_s", "peak_rss_mb", "mean_rss_mb", "wall_share", "cpu_from"]
 SAMPLED, EXACT = "sampled", "wait4"
@@ -56,8 +56,6 @@ def forked_records(job_log: str | Path, log_patterns: dict[str, str]) -> pd.Data
     job_log = Path(job_log)
     if not job_log.is_file() or not log_patterns:
         return pd.DataFrame(columns=columns)
-    from aiqn.core.io import read_csv
-
     rows = read_csv(job_log, "the fork server's job log", sep="\t").drop_duplicates("log", keep="last")
     regexes = [(rule, _pattern_regex(pattern)) for rule, pattern in sorted(log_patterns.items())]
     named = []
